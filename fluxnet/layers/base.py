@@ -1,0 +1,282 @@
+"""The Layer base class and the symbolic tensors that layers are called on to build a graph.
+
+A layer is configuration plus three pure functions:
+
+* ``compute_output_shape(input_shape)`` -- shape inference and validation at graph-build time;
+* ``init(rng, input_shape) -> {collection: {name: array}}`` -- this layer's variables
+  (``"params"`` are trained, other collections such as ``"batch_stats"`` are non-trainable state);
+* ``call(variables, inputs, *, training, rng) -> outputs`` -- the forward computation.
+
+Layers with state updates (BatchNormalization) override ``apply``, which returns
+``(outputs, updates)``. A layer never stores arrays: models keep variables keyed by layer name.
+
+Custom layers subclass :class:`Layer`, implement the three functions and, to be saved in model configs,
+register with :func:`register_layer`. Constructor arguments are recorded automatically for
+``get_config`` (they must be JSON-friendly).
+"""
+from __future__ import annotations
+
+import inspect
+import re
+import zlib
+from typing import Any, Mapping, Sequence
+
+import jax
+
+from fluxnet.registry import Registry
+
+Shape = tuple  # full shape including the batch axis (None), as Keras' KerasTensor.shape
+Variables = dict  # {collection: {variable name: array}} for one layer
+
+LAYERS: Registry[type] = Registry("layer")
+
+
+def register_layer(cls: type | None = None, *, name: str | None = None):
+    """Class decorator: make a layer class known to ``Model.from_config`` by its class name."""
+
+    def _add(c: type) -> type:
+        LAYERS.register(name or c.__name__, c)
+        return c
+
+    return _add if cls is None else _add(cls)
+
+
+def to_snake_case(name: str) -> str:
+    """Keras' default-name rule: ``Conv2D -> conv2d``, ``MaxPooling2D -> max_pooling2d``."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def stable_hash(text: str) -> int:
+    """A hash of ``text`` that is the same in every process (Python's ``hash`` is salted)."""
+    return zlib.crc32(text.encode("utf-8")) & 0x7FFFFFFF
+
+
+def layer_rng(rng: jax.Array | None, name: str, call_index: int = 0) -> jax.Array | None:
+    """The random key of one layer call, derived from the model's key and the layer's name."""
+    if rng is None:
+        return None
+    key = jax.random.fold_in(rng, stable_hash(name))
+    return jax.random.fold_in(key, call_index) if call_index else key
+
+
+def format_shape(shape: Sequence | None) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+
+
+class LayerError(ValueError):
+    """A layer does not fit the input it is given (raised while the graph is built)."""
+
+
+class SymbolicTensor:
+    """A placeholder for a layer's output while a graph is being built (Keras' KerasTensor).
+
+    ``shape`` includes the batch axis as ``None``. ``node`` is the layer call that produced it.
+    """
+
+    def __init__(self, shape: Shape, dtype: str, node: "Node"):
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.node = node
+
+    @property
+    def layer(self) -> "Layer":
+        return self.node.layer
+
+    def __repr__(self) -> str:
+        return f"<SymbolicTensor shape={format_shape(self.shape)} from {self.node.layer.describe()}>"
+
+
+class Node:
+    """One call of a layer on symbolic inputs: the edges of the model graph."""
+
+    def __init__(self, layer: "Layer", inputs: Any, call_index: int):
+        self.layer = layer
+        self.inputs = inputs  # a SymbolicTensor, or a list of them for merge layers
+        self.call_index = call_index
+        self.output: SymbolicTensor | None = None
+
+    @property
+    def parents(self) -> list[SymbolicTensor]:
+        return flatten_inputs(self.inputs)
+
+
+def flatten_inputs(inputs: Any) -> list:
+    if isinstance(inputs, (list, tuple)):
+        return list(inputs)
+    return [] if inputs is None else [inputs]
+
+
+class _RecordArgs(type):
+    """Metaclass recording each layer's constructor arguments for ``get_config``."""
+
+    def __call__(cls, *args, **kwargs):
+        obj = super().__call__(*args, **kwargs)
+        if "_config_args" not in obj.__dict__:
+            bound = inspect.signature(cls.__init__).bind(obj, *args, **kwargs)
+            bound.apply_defaults()
+            config = dict(bound.arguments)
+            config.pop("self")
+            config.update(config.pop("kwargs", {}) or {})
+            obj._config_args = config
+        return obj
+
+
+class Layer(metaclass=_RecordArgs):
+    """Base class of all layers (see the module docstring for the contract)."""
+
+    def __init__(self, name: str | None = None, trainable: bool = True, input_shape: Sequence | None = None,
+                 dtype: str = "float32"):
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise ValueError(f"Layer name must be a non-empty string without '/', got {name!r}.")
+        self.name = name
+        self.trainable = bool(trainable)
+        self.dtype = dtype
+        # Keras 2 style: the first layer of a Sequential may declare its input shape.
+        self.input_shape_arg = None if input_shape is None else tuple(input_shape)
+        self.built_input_shape: Shape | None = None  # set by the first call on a symbolic tensor
+        self._nodes: list[Node] = []
+
+    # ----------------------------------------------------------------------------------- contract
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        """The output shape for ``input_shape``; raise ValueError when the input does not fit."""
+        return input_shape
+
+    def init(self, rng: jax.Array, input_shape: Shape) -> Variables:
+        """This layer's variables for an input of ``input_shape`` (default: none)."""
+        return {}
+
+    def call(self, variables: Variables, inputs: Any, *, training: bool = False,
+             rng: jax.Array | None = None) -> jax.Array:
+        raise NotImplementedError(f"{type(self).__name__} must implement call().")
+
+    def apply(self, variables: Variables, inputs: Any, *, training: bool = False,
+              rng: jax.Array | None = None) -> tuple[jax.Array, Variables]:
+        """``(outputs, updates)``: updates of non-trainable collections (none by default)."""
+        return self.call(variables, inputs, training=training, rng=rng), {}
+
+    def get_config(self) -> dict:
+        """Constructor arguments (JSON-friendly) that rebuild this layer with ``from_config``."""
+        config = {k: _serialize_arg(v) for k, v in self._config_args.items()}
+        config.update(name=self.name, trainable=self.trainable)
+        if config.get("input_shape") is None:
+            config.pop("input_shape", None)
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "Layer":
+        return cls(**config)
+
+    # ----------------------------------------------------------------------------------- graph
+    def __call__(self, inputs: Any) -> SymbolicTensor:
+        """Call the layer on symbolic tensors (``layers.Input`` or other layers' outputs)."""
+        flat = flatten_inputs(inputs)
+        if not flat or not all(isinstance(t, SymbolicTensor) for t in flat):
+            raise TypeError(
+                f"{self.describe()} was called on {type(inputs).__name__}; layers are called on symbolic "
+                "tensors (layers.Input(...) or another layer's output) to build a model. To compute on "
+                "arrays, build a model and use model.apply(variables, x).")
+        in_shape = [t.shape for t in inputs] if isinstance(inputs, (list, tuple)) else inputs.shape
+        if self.built_input_shape is not None and _strip_batch(self.built_input_shape) != _strip_batch(in_shape):
+            raise LayerError(
+                f"{self.describe()} was first called on inputs of shape {_fmt(self.built_input_shape)} and "
+                f"now on {_fmt(in_shape)}: a layer called twice shares its weights, so the input shapes "
+                "must match.")
+        out_shape = self.output_shape_for(in_shape)
+        if self.built_input_shape is None:
+            self.built_input_shape = in_shape
+        node = Node(self, list(inputs) if isinstance(inputs, (list, tuple)) else inputs, len(self._nodes))
+        node.output = SymbolicTensor(out_shape, self.dtype, node)
+        self._nodes.append(node)
+        return node.output
+
+    def output_shape_for(self, input_shape: Any) -> Shape:
+        """``compute_output_shape`` with errors that name this layer and the shape it got."""
+        try:
+            return tuple(self.compute_output_shape(input_shape))
+        except (ValueError, TypeError) as err:
+            raise LayerError(f"{self.describe()} cannot take input of shape {_fmt(input_shape)}: {err}") from None
+
+    @property
+    def output(self) -> SymbolicTensor:
+        """The output of this layer's first call (Keras' ``layer.output``)."""
+        if not self._nodes:
+            raise ValueError(f"{self.describe()} has not been called on any input yet, so it has no output.")
+        if len(self._nodes) > 1:
+            raise ValueError(f"{self.describe()} has been called {len(self._nodes)} times; "
+                             "use the tensor each call returned.")
+        return self._nodes[0].output
+
+    @property
+    def input(self) -> Any:
+        return self._nodes[0].inputs if self._nodes else None
+
+    def describe(self) -> str:
+        label = repr(self.name) if self.name else "(not yet named)"
+        return f"{type(self).__name__} layer {label}"
+
+    def __repr__(self) -> str:
+        return f"<{self.describe()}>"
+
+
+def _strip_batch(shape: Any) -> Any:
+    if isinstance(shape, list):
+        return [_strip_batch(s) for s in shape]
+    return tuple(shape[1:])
+
+
+def _fmt(shape: Any) -> str:
+    if isinstance(shape, list):
+        return "[" + ", ".join(format_shape(s) for s in shape) + "]"
+    return format_shape(shape)
+
+
+def _serialize_arg(value: Any) -> Any:
+    from fluxnet import activations, initializers
+
+    if callable(value) and not isinstance(value, type):
+        for module in (activations, initializers):
+            try:
+                return module.serialize(value)
+            except ValueError:
+                continue
+        raise ValueError(f"Cannot record {value!r} in a model config: register it by name first.")
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def normalize_tuple(value: int | Sequence[int], n: int, arg: str) -> tuple[int, ...]:
+    """Keras' ``standardize_tuple``: an int or an n-tuple of positive ints."""
+    if isinstance(value, int):
+        value = (value,) * n
+    value = tuple(value)
+    if len(value) != n or not all(isinstance(v, int) and v > 0 for v in value):
+        raise ValueError(f"{arg} must be a positive int or a tuple of {n} positive ints, got {value!r}.")
+    return value
+
+
+def check_padding(padding: str) -> str:
+    padding = str(padding).lower()
+    if padding not in ("valid", "same"):
+        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}.")
+    return padding
+
+
+def conv_output_length(length: int | None, kernel: int, stride: int, padding: str, dilation: int = 1) -> int | None:
+    """Spatial output size of a convolution or pooling window (Keras/TensorFlow rules)."""
+    if length is None:
+        return None
+    effective = (kernel - 1) * dilation + 1
+    if padding == "same":
+        return -(-length // stride)
+    return (length - effective) // stride + 1 if length >= effective else 0
+
+
+def same_padding(length: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow/Keras "same" padding: the extra cell of an odd total goes after (bottom/right)."""
+    effective = (kernel - 1) * dilation + 1
+    out = -(-length // stride)
+    total = max((out - 1) * stride + effective - length, 0)
+    return total // 2, total - total // 2

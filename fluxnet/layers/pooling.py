@@ -1,0 +1,76 @@
+"""Pooling layers with Keras' window semantics (average pooling over real cells only)."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fluxnet.layers.base import Layer, check_padding, conv_output_length, normalize_tuple, register_layer
+from fluxnet.layers.conv import window_padding
+
+
+class _Pooling2D(Layer):
+    """Shared argument handling and shape rules of 2-D window pooling."""
+
+    def __init__(self, pool_size: Any = (2, 2), strides: Any = None, padding: str = "valid",
+                 data_format: str | None = None, name: str | None = None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        if data_format not in (None, "channels_last"):
+            raise ValueError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
+        self.pool_size = normalize_tuple(pool_size, 2, "pool_size")
+        self.strides = self.pool_size if strides is None else normalize_tuple(strides, 2, "strides")
+        self.padding = check_padding(padding)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"{type(self).__name__} needs a 4-D input (batch, height, width, channels).")
+        spatial = [conv_output_length(n, k, s, self.padding)
+                   for n, k, s in zip(input_shape[1:3], self.pool_size, self.strides)]
+        if any(n == 0 for n in spatial):
+            raise ValueError(f"the input is smaller than pool_size={self.pool_size} with padding='valid'.")
+        return (input_shape[0], *spatial, input_shape[3])
+
+    def _pads(self, inputs):
+        return window_padding(inputs.shape[1:3], self.pool_size, self.strides, self.padding)
+
+
+@register_layer
+class MaxPooling2D(_Pooling2D):
+    """Max over each window; padded cells never win (they are -inf)."""
+
+    def call(self, variables, inputs, *, training=False, rng=None):
+        return nn.max_pool(inputs, self.pool_size, self.strides, self._pads(inputs))
+
+
+@register_layer
+class AveragePooling2D(_Pooling2D):
+    """Mean over each window; with "same" padding only the real cells are averaged (Keras)."""
+
+    def call(self, variables, inputs, *, training=False, rng=None):
+        return nn.avg_pool(inputs, self.pool_size, self.strides, self._pads(inputs), count_include_pad=False)
+
+
+class _GlobalPooling2D(Layer):
+    def __init__(self, keepdims: bool = False, data_format: str | None = None, name: str | None = None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        if data_format not in (None, "channels_last"):
+            raise ValueError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
+        self.keepdims = keepdims
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"{type(self).__name__} needs a 4-D input (batch, height, width, channels).")
+        return (input_shape[0], 1, 1, input_shape[3]) if self.keepdims else (input_shape[0], input_shape[3])
+
+
+@register_layer
+class GlobalAveragePooling2D(_GlobalPooling2D):
+    def call(self, variables, inputs, *, training=False, rng=None):
+        return jnp.mean(inputs, axis=(1, 2), keepdims=self.keepdims)
+
+
+@register_layer
+class GlobalMaxPooling2D(_GlobalPooling2D):
+    def call(self, variables, inputs, *, training=False, rng=None):
+        return jnp.max(inputs, axis=(1, 2), keepdims=self.keepdims)

@@ -1,0 +1,372 @@
+"""``Model``: a Keras-style functional model, a DAG of layer calls from ``Input`` tensors to outputs.
+
+The model owns no arrays. ``init(rng)`` makes ``{"params": {layer_name: ...}, "batch_stats": {...}}``
+and ``apply(variables, inputs, training=False, rng=None) -> (outputs, state)`` runs the graph; both are
+pure and jittable. Because variables are keyed by layer name, a model built from intermediate outputs of
+another (a feature extractor) runs on the parent's variables.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fluxnet.layers.base import LAYERS, Layer, Node, SymbolicTensor, format_shape, layer_rng, to_snake_case
+from fluxnet.layers.core import InputLayer
+
+Variables = dict
+
+
+def _flatten(struct: Any, what: str) -> list[SymbolicTensor]:
+    """The tensors of a model's inputs/outputs given as a tensor, a list/tuple or a dict."""
+    if isinstance(struct, Mapping):
+        flat = list(struct.values())
+    elif isinstance(struct, (list, tuple)):
+        flat = list(struct)
+    else:
+        flat = [struct]
+    if not flat or not all(isinstance(t, SymbolicTensor) for t in flat):
+        raise TypeError(f"Model {what} must be symbolic tensors (from layers.Input or layer calls), "
+                        f"as a tensor, a list or a dict; got {struct!r}.")
+    return flat
+
+
+def _pack(struct: Any, values: list) -> Any:
+    """``values`` arranged like ``struct`` (tensor, list, tuple or dict)."""
+    if isinstance(struct, Mapping):
+        return dict(zip(struct.keys(), values))
+    if isinstance(struct, (list, tuple)):
+        return type(struct)(values)
+    return values[0]
+
+
+def _topological_nodes(inputs: list[SymbolicTensor], outputs: list[SymbolicTensor]) -> list[Node]:
+    """Nodes that the outputs depend on, parents first; the declared inputs lead, in order."""
+    order: list[Node] = [t.node for t in inputs]
+    seen = {id(n) for n in order}
+    for out in outputs:  # iterative post-order DFS, parents in call order (deterministic)
+        stack = [(out.node, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if id(node) in seen:
+                continue
+            if expanded:
+                seen.add(id(node))
+                order.append(node)
+                continue
+            stack.append((node, True))
+            stack.extend((p.node, False) for p in reversed(node.parents) if id(p.node) not in seen)
+    return order
+
+
+def _ancestors(outputs: list[SymbolicTensor]) -> set[int]:
+    seen, stack = set(), [t.node for t in outputs]
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(p.node for p in node.parents)
+    return seen
+
+
+def assign_names(layers: Sequence[Layer]) -> None:
+    """Name unnamed layers Keras-style (``dense``, ``dense_1``, ...) unique within ``layers``.
+
+    Names are given once and kept for life, so every model holding a layer sees the same name.
+    """
+    taken = {layer.name for layer in layers if layer.name}
+    for layer in layers:
+        if layer.name:
+            continue
+        base = "input_layer" if isinstance(layer, InputLayer) else to_snake_case(type(layer).__name__)
+        name, i = base, 0
+        while name in taken:
+            i += 1
+            name = f"{base}_{i}"
+        layer.name = name
+        taken.add(name)
+
+
+class Model:
+    """A functional model from ``inputs`` to ``outputs`` (each a tensor, a list or a dict)."""
+
+    def __init__(self, inputs: Any, outputs: Any, name: str | None = None):
+        self.name = name or "functional"
+        self._set_graph(inputs, outputs)
+
+    # ------------------------------------------------------------------------------ graph building
+    def _set_graph(self, inputs: Any, outputs: Any) -> None:
+        flat_in, flat_out = _flatten(inputs, "inputs"), _flatten(outputs, "outputs")
+        for t in flat_in:
+            if not isinstance(t.layer, InputLayer):
+                raise TypeError(f"Model inputs must be layers.Input tensors; {t!r} is the output of a layer. "
+                                "To start a model in the middle of a graph, give it a new Input.")
+        if isinstance(inputs, Mapping) and any(not isinstance(k, str) for k in inputs):
+            raise TypeError("Keys of a dict of model inputs must be strings.")
+        used = _ancestors(flat_out)
+        for t in flat_in:
+            if id(t.node) not in used:
+                raise ValueError(f"The model's outputs do not depend on its input {t!r}: every input must "
+                                 "feed at least one output.")
+        nodes = _topological_nodes(flat_in, flat_out)
+        declared = {id(t.node) for t in flat_in}
+        for node in nodes:
+            if isinstance(node.layer, InputLayer) and id(node) not in declared:
+                raise ValueError(f"The model's outputs depend on an Input that is not among its inputs: "
+                                 f"{node.output!r}. Pass it in `inputs`.")
+        layers: list[Layer] = []
+        for node in nodes:
+            if all(node.layer is not l for l in layers):
+                layers.append(node.layer)
+        assign_names(layers)
+        by_name: dict[str, Layer] = {}
+        for layer in layers:
+            other = by_name.setdefault(layer.name, layer)
+            if other is not layer:
+                raise ValueError(f"Duplicate layer name {layer.name!r} in model {self.name!r}: used by a "
+                                 f"{type(other).__name__} and a {type(layer).__name__}. Layer names must be "
+                                 "unique in a model.")
+        self._inputs, self._outputs = inputs, outputs
+        self._flat_inputs, self._flat_outputs = flat_in, flat_out
+        self._nodes = nodes
+        self._layers = layers
+        self._abstract = None
+
+    @property
+    def inputs(self) -> list[SymbolicTensor]:
+        return list(self._flat_inputs)
+
+    @property
+    def outputs(self) -> list[SymbolicTensor]:
+        return list(self._flat_outputs)
+
+    @property
+    def input(self) -> Any:
+        return self._inputs
+
+    @property
+    def output(self) -> Any:
+        return self._outputs
+
+    @property
+    def layers(self) -> list[Layer]:
+        """Layers in graph order; a functional model lists its InputLayers first (as Keras)."""
+        return list(self._layers)
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        """A layer by name or by index into ``layers`` (Keras' ``get_layer``)."""
+        if (name is None) == (index is None):
+            raise ValueError("Pass exactly one of name= or index= to get_layer.")
+        if index is not None:
+            layers = self.layers
+            if not -len(layers) <= index < len(layers):
+                raise ValueError(f"Layer index {index} is out of range: model {self.name!r} has "
+                                 f"{len(layers)} layers.")
+            return layers[index]
+        for layer in self._layers:
+            if layer.name == name:
+                return layer
+        from fluxnet.registry import unknown_name_error
+        raise unknown_name_error(f"layer in model {self.name!r}:", name, [l.name for l in self._layers])
+
+    # ------------------------------------------------------------------------------ variables
+    def init(self, rng: jax.Array) -> Variables:
+        """Fresh variables ``{"params": {layer_name: {...}}, <state collections>: {...}}``.
+
+        Each layer's initial values depend only on ``rng`` and the layer's name.
+        """
+        variables: Variables = {"params": {}}
+        for layer in self._layers:
+            layer_vars = layer.init(layer_rng(rng, layer.name), layer.built_input_shape)
+            for collection, values in layer_vars.items():
+                if values:
+                    variables.setdefault(collection, {})[layer.name] = values
+        return variables
+
+    def abstract_variables(self) -> Variables:
+        """Shapes and dtypes of ``init``'s result (``jax.ShapeDtypeStruct`` leaves), computed once."""
+        if self._abstract is None:
+            self._abstract = jax.eval_shape(self.init, jax.random.key(0))
+        return self._abstract
+
+    def param_labels(self, params: Mapping | None = None) -> dict:
+        """``"trainable"``/``"frozen"`` for every leaf of ``params`` by its layer's ``trainable`` flag,
+        for ``optax.multi_transform`` (frozen leaves get exactly zero updates)."""
+        params = self.abstract_variables()["params"] if params is None else params
+        trainable = {layer.name: layer.trainable for layer in self._layers}
+        return {name: jax.tree.map(lambda _, t=trainable.get(name, True): "trainable" if t else "frozen", sub)
+                for name, sub in params.items()}
+
+    def count_params(self) -> int:
+        """All variables' sizes, BN moving statistics included (as Keras)."""
+        return sum(self.param_counts().values())
+
+    def param_counts(self) -> dict[str, int]:
+        """``{"trainable": n, "non_trainable": m}`` with Keras' split."""
+        counts = {"trainable": 0, "non_trainable": 0}
+        for layer in self._layers:
+            for collection, size in self.layer_param_sizes(layer).items():
+                key = "trainable" if collection == "params" and layer.trainable else "non_trainable"
+                counts[key] += size
+        return counts
+
+    def layer_param_sizes(self, layer: Layer) -> dict[str, int]:
+        """Number of values per collection held by ``layer``."""
+        return {collection: sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(sub[layer.name]))
+                for collection, sub in self.abstract_variables().items() if layer.name in sub}
+
+    # ------------------------------------------------------------------------------ forward
+    def apply(self, variables: Variables, inputs: Any, training: bool = False,
+              rng: jax.Array | None = None) -> tuple[Any, Variables]:
+        """Run the graph: ``(outputs, state)``; state holds the non-trainable collections, updated
+        in training (BatchNormalization's moving statistics). Randomness comes from ``rng`` folded with
+        each layer's name, so the same key gives the same dropout masks."""
+        arrays = self._check_inputs(inputs)
+        self._check_variables(variables)
+        values: dict[int, jax.Array] = {}
+        for tensor, x in zip(self._flat_inputs, arrays):
+            values[id(tensor)] = x
+        updates: dict[str, dict] = {}
+        for node in self._nodes:
+            layer = node.layer
+            if isinstance(layer, InputLayer):
+                continue
+            args = ([values[id(t)] for t in node.inputs] if isinstance(node.inputs, list)
+                    else values[id(node.inputs)])
+            layer_vars = {c: sub[layer.name] for c, sub in variables.items() if layer.name in sub}
+            out, upd = layer.apply(layer_vars, args, training=training,
+                                   rng=layer_rng(rng, layer.name, node.call_index))
+            values[id(node.output)] = out
+            for collection, value in upd.items():
+                updates.setdefault(collection, {})[layer.name] = value
+        outputs = _pack(self._outputs, [values[id(t)] for t in self._flat_outputs])
+        state = {c: {**sub, **updates.get(c, {})} for c, sub in variables.items() if c != "params"}
+        return outputs, state
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError("A fluxnet model is applied with model.apply(variables, x, training=..., rng=...).")
+
+    def _check_inputs(self, inputs: Any) -> list[jax.Array]:
+        if isinstance(self._inputs, Mapping):
+            if not isinstance(inputs, Mapping) or set(inputs) != set(self._inputs):
+                got = sorted(inputs) if isinstance(inputs, Mapping) else type(inputs).__name__
+                raise ValueError(f"Model {self.name!r} expects a dict of inputs with keys "
+                                 f"{sorted(self._inputs)}, got {got}.")
+            given = [inputs[k] for k in self._inputs]
+        elif len(self._flat_inputs) > 1:
+            if not isinstance(inputs, (list, tuple)) or len(inputs) != len(self._flat_inputs):
+                raise ValueError(f"Model {self.name!r} expects a list of {len(self._flat_inputs)} inputs, got "
+                                 f"{type(inputs).__name__}{'' if not isinstance(inputs, (list, tuple)) else f' of {len(inputs)}'}.")
+            given = list(inputs)
+        else:
+            given = [inputs[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else inputs]
+        arrays = []
+        for tensor, x in zip(self._flat_inputs, given):
+            shape = np.shape(x)
+            expected = tensor.shape
+            if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
+                raise ValueError(f"Input {tensor.layer.name!r} of model {self.name!r} expects shape "
+                                 f"{format_shape(expected)}, got {format_shape(shape)}.")
+            x = jnp.asarray(x)
+            if x.dtype != tensor.dtype and jnp.issubdtype(jnp.dtype(tensor.dtype), jnp.floating):
+                x = x.astype(tensor.dtype)
+            arrays.append(x)
+        return arrays
+
+    def _check_variables(self, variables: Variables) -> None:
+        if not isinstance(variables, Mapping) or "params" not in variables:
+            raise ValueError(f"variables must be a dict like model.init(rng) returns, with a 'params' entry; "
+                             f"got {type(variables).__name__}.")
+        problems = []
+        for collection, sub in self.abstract_variables().items():
+            given = variables.get(collection, {})
+            for layer_name, expected in sub.items():
+                if layer_name not in given:
+                    problems.append(f"{collection}/{layer_name}: missing")
+                    continue
+                exp_leaves = jax.tree_util.tree_flatten_with_path(expected)[0]
+                got = dict(jax.tree_util.tree_flatten_with_path(given[layer_name])[0])
+                for path, leaf in exp_leaves:
+                    key = "/".join(str(getattr(p, "key", p)) for p in path)
+                    if path not in got:
+                        problems.append(f"{collection}/{layer_name}/{key}: missing")
+                    elif tuple(np.shape(got[path])) != tuple(leaf.shape):
+                        problems.append(f"{collection}/{layer_name}/{key}: shape {tuple(np.shape(got[path]))}, "
+                                        f"expected {tuple(leaf.shape)}")
+        if problems:
+            raise ValueError(f"The variables do not fit model {self.name!r}:\n  " + "\n  ".join(problems))
+
+    # ------------------------------------------------------------------------------ reporting
+    def summary(self, print_fn=print) -> str:
+        """Print and return a Keras-like table of layers, output shapes and parameter counts."""
+        from fluxnet.models.summary import summary_table
+
+        table = summary_table(self)
+        if print_fn is not None:
+            print_fn(table)
+        return table
+
+    # ------------------------------------------------------------------------------ serialisation
+    def get_config(self) -> dict:
+        """A JSON-friendly description of the architecture that ``from_config`` rebuilds."""
+        local_index: dict[int, int] = {}
+        per_layer: dict[str, int] = {}
+        for node in self._nodes:
+            local_index[id(node)] = per_layer.get(node.layer.name, 0)
+            per_layer[node.layer.name] = local_index[id(node)] + 1
+
+        def ref(t: SymbolicTensor) -> list:
+            return [t.layer.name, local_index[id(t.node)]]
+
+        def refs(struct: Any) -> Any:
+            if isinstance(struct, Mapping):
+                return {k: ref(v) for k, v in struct.items()}
+            if isinstance(struct, (list, tuple)):
+                return [ref(t) for t in struct]
+            return ref(struct)
+
+        return {
+            "class_name": "Functional",
+            "name": self.name,
+            "layers": [{"class_name": LAYERS.name_of(type(l)) or _unregistered(l), "config": l.get_config()}
+                       for l in self._layers],
+            "nodes": [{"layer": n.layer.name, "inputs": refs(n.inputs)} for n in self._nodes
+                      if not isinstance(n.layer, InputLayer)],
+            "inputs": refs(self._inputs),
+            "outputs": refs(self._outputs),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "Model":
+        """Rebuild a model (fresh layer objects with the recorded names) from ``get_config``."""
+        if config.get("class_name") == "Sequential":
+            from fluxnet.models.sequential import Sequential
+            return Sequential.from_config(config)
+        layers = {c["config"]["name"]: LAYERS.get(c["class_name"]).from_config(dict(c["config"]))
+                  for c in config["layers"]}
+        tensors: dict[tuple, SymbolicTensor] = {}
+        for name, layer in layers.items():
+            if isinstance(layer, InputLayer):
+                tensors[(name, 0)] = layer.output
+        calls: dict[str, int] = {}
+
+        def get(struct: Any) -> Any:
+            if isinstance(struct, Mapping):
+                return {k: tensors[tuple(v)] for k, v in struct.items()}
+            if struct and isinstance(struct[0], list):
+                return [tensors[tuple(r)] for r in struct]
+            return tensors[tuple(struct)]
+
+        for node in config["nodes"]:
+            index = calls.get(node["layer"], 0)
+            calls[node["layer"]] = index + 1
+            tensors[(node["layer"], index)] = layers[node["layer"]](get(node["inputs"]))
+        return Model(get(config["inputs"]), get(config["outputs"]), name=config.get("name"))
+
+
+def _unregistered(layer: Layer) -> str:
+    raise ValueError(f"{layer.describe()} has an unregistered class {type(layer).__name__}: decorate it with "
+                     "fluxnet.layers.register_layer so model configs can rebuild it.")

@@ -1,0 +1,86 @@
+"""``Sequential``: a plain stack of layers, each feeding the next (a Functional model underneath)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from fluxnet.layers.base import LAYERS, Layer, SymbolicTensor
+from fluxnet.layers.core import Input, InputLayer
+from fluxnet.models.functional import Model
+
+
+class Sequential(Model):
+    """``Sequential([layers.Input(shape), layer, ...])``, or layers added one by one with ``add``.
+
+    The input shape comes from a leading ``layers.Input``, an ``input_shape=`` argument of the first
+    layer (Keras 2 style), or ``build(input_shape)``. ``layers`` and ``get_layer(index=...)`` exclude the
+    input, as Keras.
+    """
+
+    def __init__(self, layers: Sequence[Layer | SymbolicTensor] | None = None, name: str | None = None):
+        self.name = name or "sequential"
+        self._stack: list[Layer] = []
+        self._tensor: SymbolicTensor | None = None  # output of the last connected layer
+        self._input_tensor: SymbolicTensor | None = None
+        for layer in layers or []:
+            self.add(layer)
+
+    def add(self, layer: Layer | SymbolicTensor) -> None:
+        """Append a layer (or set the input with a ``layers.Input`` tensor or InputLayer)."""
+        if isinstance(layer, SymbolicTensor):
+            if not isinstance(layer.layer, InputLayer):
+                raise TypeError(f"Sequential.add takes layers or an Input tensor, got {layer!r}.")
+            layer = layer.layer
+        if isinstance(layer, InputLayer):
+            if self._input_tensor is not None or self._stack:
+                raise ValueError("A Sequential model's Input must come first, and only once.")
+            self._input_tensor = layer.output
+            self._tensor = layer.output
+            return
+        if isinstance(layer, Model):
+            raise TypeError("Nesting models inside Sequential is not supported; add the model's layers.")
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add takes fluxnet layers, got {type(layer).__name__}.")
+        if any(layer is l for l in self._stack):
+            raise ValueError(f"{layer.describe()} is already in this Sequential model.")
+        if self._input_tensor is None and not self._stack and layer.input_shape_arg is not None:
+            self._input_tensor = self._tensor = Input(layer.input_shape_arg)
+        self._stack.append(layer)
+        if self._tensor is not None:
+            self._tensor = layer(self._tensor)
+            self._set_graph(self._input_tensor, self._tensor)
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Give a model without an Input its input shape (Keras' ``build``; batch axis included)."""
+        if self._input_tensor is not None:
+            raise ValueError(f"Sequential model {self.name!r} already has an input shape.")
+        stack, self._stack = self._stack, []
+        self.add(Input(tuple(input_shape)[1:]))
+        for layer in stack:
+            self.add(layer)
+
+    def __getattr__(self, attr: str):
+        # Only reached for attributes that do not exist yet: the graph of an unbuilt model.
+        if attr in _GRAPH_ATTRS:
+            raise ValueError(f"Sequential model {self.name!r} has no input shape yet: start it with "
+                             "layers.Input(shape), pass input_shape= to its first layer, or call "
+                             "model.build((None, *shape)).")
+        raise AttributeError(attr)
+
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._stack)
+
+    def get_config(self) -> dict:
+        layers = [self._input_tensor.layer] if self._input_tensor is not None else []
+        return {"class_name": "Sequential", "name": self.name,
+                "layers": [{"class_name": LAYERS.name_of(type(l)), "config": l.get_config()}
+                           for l in layers + self._stack]}
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "Sequential":
+        return cls([LAYERS.get(c["class_name"]).from_config(dict(c["config"])) for c in config["layers"]],
+                   name=config.get("name"))
+
+
+_GRAPH_ATTRS = frozenset({"_nodes", "_layers", "_inputs", "_outputs", "_flat_inputs", "_flat_outputs",
+                          "_abstract"})
