@@ -2,7 +2,8 @@
 
 A layer is configuration plus three pure functions:
 
-* ``compute_output_shape(input_shape)`` -- shape inference and validation at graph-build time;
+* ``compute_output_shape(input_shape)`` -- shape inference and validation at graph-build time
+  (shapes include the batch axis as ``None``; raise ValueError when the input does not fit);
 * ``init(rng, input_shape) -> {collection: {name: array}}`` -- this layer's variables
   (``"params"`` are trained, other collections such as ``"batch_stats"`` are non-trainable state);
 * ``call(variables, inputs, *, training, rng) -> outputs`` -- the forward computation.
@@ -10,9 +11,42 @@ A layer is configuration plus three pure functions:
 Layers with state updates (BatchNormalization) override ``apply``, which returns
 ``(outputs, updates)``. A layer never stores arrays: models keep variables keyed by layer name.
 
-Custom layers subclass :class:`Layer`, implement the three functions and, to be saved in model configs,
-register with :func:`register_layer`. Constructor arguments are recorded automatically for
-``get_config`` (they must be JSON-friendly).
+Custom layers subclass :class:`Layer` and implement what they need of the three functions (the
+defaults: identity shape, no variables). Constructor arguments are recorded automatically for
+``get_config`` (they must be JSON-friendly); :func:`register_layer` makes the class known to
+``Model.from_config``. A learned per-feature scale, usable in Sequential and Functional models::
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> import fluxnet as fx
+    >>> from fluxnet import layers
+    >>> @layers.register_layer
+    ... class LearnedScale(layers.Layer):
+    ...     # inputs * gamma: one learned factor per feature (last axis)
+    ...     def __init__(self, initial_value=1.0, name=None, **kwargs):
+    ...         super().__init__(name=name, **kwargs)
+    ...         self.initial_value = initial_value
+    ...     def compute_output_shape(self, input_shape):
+    ...         if input_shape[-1] is None:
+    ...             raise ValueError("the last axis must have a known size.")
+    ...         return input_shape
+    ...     def init(self, rng, input_shape):
+    ...         return {"params": {"gamma": jnp.full((input_shape[-1],), self.initial_value)}}
+    ...     def call(self, variables, inputs, *, training=False, rng=None):
+    ...         return inputs * variables["params"]["gamma"]
+    >>> model = fx.Sequential([layers.Input((3,)), LearnedScale(2.0), layers.Dense(1)])
+    >>> [layer.name for layer in model.layers]
+    ['learned_scale', 'dense']
+    >>> model.count_params()  # 3 gammas + Dense (3 + 1) * 1
+    7
+    >>> variables = model.init(jax.random.key(0))
+    >>> y, state = model.apply(variables, np.ones((2, 3), np.float32))
+    >>> y.shape
+    (2, 1)
+    >>> x = layers.Input((3,))
+    >>> functional = fx.Model(x, layers.Dense(2)(LearnedScale(name="scale")(x)))
+    >>> rebuilt = fx.model_from_config(functional.get_config())  # works because it is registered
+    >>> type(rebuilt.get_layer("scale")).__name__
+    'LearnedScale'
 """
 from __future__ import annotations
 
@@ -39,6 +73,15 @@ def register_layer(cls: type | None = None, *, name: str | None = None):
         return c
 
     return _add if cls is None else _add(cls)
+
+
+def layer_class_name(layer: "Layer") -> str:
+    """The registered class name that a model config records for ``layer``."""
+    name = LAYERS.name_of(type(layer))
+    if name is None:
+        raise ValueError(f"{layer.describe()} has an unregistered class {type(layer).__name__}: decorate it "
+                         "with fluxnet.layers.register_layer so model configs can rebuild it.")
+    return name
 
 
 def to_snake_case(name: str) -> str:
@@ -118,7 +161,9 @@ class _RecordArgs(type):
             bound.apply_defaults()
             config = dict(bound.arguments)
             config.pop("self")
-            config.update(config.pop("kwargs", {}) or {})
+            for param in bound.signature.parameters.values():  # fold **kwargs into the config
+                if param.kind is inspect.Parameter.VAR_KEYWORD:
+                    config.update(config.pop(param.name, {}))
             obj._config_args = config
         return obj
 

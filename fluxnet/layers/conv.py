@@ -23,9 +23,9 @@ class Conv2D(Layer):
     """2-D convolution with Keras' arguments; "same" pads like TensorFlow (extra cell after)."""
 
     def __init__(self, filters: int, kernel_size: Any, strides: Any = (1, 1), padding: str = "valid",
-                 dilation_rate: Any = (1, 1), groups: int = 1, activation: Any = None, use_bias: bool = True,
-                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
-                 data_format: str | None = None, name: str | None = None, **kwargs):
+                 data_format: str | None = None, dilation_rate: Any = (1, 1), groups: int = 1,
+                 activation: Any = None, use_bias: bool = True, kernel_initializer: Any = "glorot_uniform",
+                 bias_initializer: Any = "zeros", name: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         if not isinstance(filters, int) or filters <= 0:
             raise ValueError(f"Conv2D filters must be a positive int, got {filters!r}.")
@@ -68,8 +68,10 @@ class Conv2D(Layer):
                        bias_init=self.bias_initializer)
 
     def init(self, rng, input_shape):
-        spatial = tuple(input_shape[1:3])
-        return dict(self._module(spatial).init(rng, jnp.zeros((1, *input_shape[1:]), self.dtype)))
+        # The variables do not depend on the spatial size, which may be unknown (None): initialise on
+        # one window of the dilated kernel.
+        spatial = tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate))
+        return dict(self._module(spatial).init(rng, jnp.zeros((1, *spatial, input_shape[-1]), self.dtype)))
 
     def call(self, variables, inputs, *, training=False, rng=None):
         return self.activation(self._module(inputs.shape[1:3]).apply(variables, inputs))

@@ -94,6 +94,12 @@ class Dropout(Layer):
         self.noise_shape = None if noise_shape is None else tuple(noise_shape)
         self.seed = seed
 
+    def compute_output_shape(self, input_shape):
+        if self.noise_shape is not None and len(self.noise_shape) != len(input_shape):
+            raise ValueError(f"noise_shape={self.noise_shape} must have one entry per input axis "
+                             f"({len(input_shape)}).")
+        return input_shape
+
     def call(self, variables, inputs, *, training=False, rng=None):
         if not training or self.rate == 0:
             return inputs

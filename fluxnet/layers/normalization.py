@@ -45,7 +45,8 @@ class BatchNormalization(Layer):
 
     def init(self, rng, input_shape):
         shape = (input_shape[self.axis],)
-        make = lambda name: self.initializers[name](rng, shape, self.dtype)  # noqa: E731 (deterministic inits)
+        keys = dict(zip(self.initializers, jax.random.split(rng, len(self.initializers))))
+        make = lambda name: self.initializers[name](keys[name], shape, self.dtype)  # noqa: E731
         params = {}
         if self.scale:
             params["gamma"] = make("gamma")

@@ -52,7 +52,7 @@ class AveragePooling2D(_Pooling2D):
 
 
 class _GlobalPooling2D(Layer):
-    def __init__(self, keepdims: bool = False, data_format: str | None = None, name: str | None = None, **kwargs):
+    def __init__(self, data_format: str | None = None, keepdims: bool = False, name: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         if data_format not in (None, "channels_last"):
             raise ValueError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")

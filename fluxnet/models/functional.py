@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fluxnet.layers.base import LAYERS, Layer, Node, SymbolicTensor, format_shape, layer_rng, to_snake_case
+from fluxnet.layers.base import (LAYERS, Layer, Node, SymbolicTensor, format_shape, layer_class_name, layer_rng,
+                                 to_snake_case)
 from fluxnet.layers.core import InputLayer
 
 Variables = dict
@@ -90,6 +91,17 @@ def assign_names(layers: Sequence[Layer]) -> None:
         taken.add(name)
 
 
+def check_unique_names(layers: Sequence[Layer], model_name: str) -> None:
+    """ValueError naming the first layer name that two different layers of a model share."""
+    by_name: dict[str, Layer] = {}
+    for layer in layers:
+        other = by_name.setdefault(layer.name, layer)
+        if other is not layer:
+            raise ValueError(f"Duplicate layer name {layer.name!r} in model {model_name!r}: used by a "
+                             f"{type(other).__name__} and a {type(layer).__name__}. Layer names must be "
+                             "unique in a model.")
+
+
 class Model:
     """A functional model from ``inputs`` to ``outputs`` (each a tensor, a list or a dict)."""
 
@@ -107,10 +119,11 @@ class Model:
         if isinstance(inputs, Mapping) and any(not isinstance(k, str) for k in inputs):
             raise TypeError("Keys of a dict of model inputs must be strings.")
         used = _ancestors(flat_out)
-        for t in flat_in:
+        for i, t in enumerate(flat_in):
             if id(t.node) not in used:
-                raise ValueError(f"The model's outputs do not depend on its input {t!r}: every input must "
-                                 "feed at least one output.")
+                label = repr(t.layer.name) if t.layer.name else f"inputs[{i}]"
+                raise ValueError(f"The model's outputs do not depend on its input {label} of shape "
+                                 f"{format_shape(t.shape)}: every input must feed at least one output.")
         nodes = _topological_nodes(flat_in, flat_out)
         declared = {id(t.node) for t in flat_in}
         for node in nodes:
@@ -122,13 +135,7 @@ class Model:
             if all(node.layer is not l for l in layers):
                 layers.append(node.layer)
         assign_names(layers)
-        by_name: dict[str, Layer] = {}
-        for layer in layers:
-            other = by_name.setdefault(layer.name, layer)
-            if other is not layer:
-                raise ValueError(f"Duplicate layer name {layer.name!r} in model {self.name!r}: used by a "
-                                 f"{type(other).__name__} and a {type(layer).__name__}. Layer names must be "
-                                 "unique in a model.")
+        check_unique_names(layers, self.name)
         self._inputs, self._outputs = inputs, outputs
         self._flat_inputs, self._flat_outputs = flat_in, flat_out
         self._nodes = nodes
@@ -331,7 +338,7 @@ class Model:
         return {
             "class_name": "Functional",
             "name": self.name,
-            "layers": [{"class_name": LAYERS.name_of(type(l)) or _unregistered(l), "config": l.get_config()}
+            "layers": [{"class_name": layer_class_name(l), "config": l.get_config()}
                        for l in self._layers],
             "nodes": [{"layer": n.layer.name, "inputs": refs(n.inputs)} for n in self._nodes
                       if not isinstance(n.layer, InputLayer)],
@@ -366,7 +373,3 @@ class Model:
             tensors[(node["layer"], index)] = layers[node["layer"]](get(node["inputs"]))
         return Model(get(config["inputs"]), get(config["outputs"]), name=config.get("name"))
 
-
-def _unregistered(layer: Layer) -> str:
-    raise ValueError(f"{layer.describe()} has an unregistered class {type(layer).__name__}: decorate it with "
-                     "fluxnet.layers.register_layer so model configs can rebuild it.")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from fluxnet.layers.base import LAYERS, Layer, SymbolicTensor
+from fluxnet.layers.base import LAYERS, Layer, SymbolicTensor, layer_class_name
 from fluxnet.layers.core import Input, InputLayer
-from fluxnet.models.functional import Model
+from fluxnet.models.functional import Model, assign_names, check_unique_names
 
 
 class Sequential(Model):
@@ -44,10 +44,15 @@ class Sequential(Model):
             raise ValueError(f"{layer.describe()} is already in this Sequential model.")
         if self._input_tensor is None and not self._stack and layer.input_shape_arg is not None:
             self._input_tensor = self._tensor = Input(layer.input_shape_arg)
-        self._stack.append(layer)
         if self._tensor is not None:
+            # Name and check the layer before calling it, so that a shape error names it and a
+            # failed add leaves the model unchanged.
+            stack = [self._input_tensor.layer, *self._stack, layer]
+            assign_names(stack)
+            check_unique_names(stack, self.name)
             self._tensor = layer(self._tensor)
             self._set_graph(self._input_tensor, self._tensor)
+        self._stack.append(layer)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         """Give a model without an Input its input shape (Keras' ``build``; batch axis included)."""
@@ -73,7 +78,7 @@ class Sequential(Model):
     def get_config(self) -> dict:
         layers = [self._input_tensor.layer] if self._input_tensor is not None else []
         return {"class_name": "Sequential", "name": self.name,
-                "layers": [{"class_name": LAYERS.name_of(type(l)), "config": l.get_config()}
+                "layers": [{"class_name": layer_class_name(l), "config": l.get_config()}
                            for l in layers + self._stack]}
 
     @classmethod

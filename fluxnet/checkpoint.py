@@ -1,0 +1,117 @@
+"""Orbax checkpoints of whole train states: the latest N and the best by a monitored metric.
+
+One checkpoint per saved epoch holds three items: ``state`` (the TrainState pytree: params, BN
+statistics, optimizer state, step, epoch, rng), ``extra`` (arrays owned by callbacks, e.g.
+EarlyStopping's best weights) and ``meta`` (JSON: the data position, callback state, the model config).
+Orbax writes each checkpoint into a temporary folder and renames it when complete, so a process killed
+mid-save leaves the previous checkpoint as the latest one.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
+
+
+def path_str(keypath: tuple) -> str:
+    """``params/conv2d/kernel`` for a pytree key path (dict keys, attributes and indices alike)."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keypath)
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple]:
+    return {path_str(p): tuple(getattr(v, "shape", np.shape(v)))
+            for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _mismatches(target: Any, saved: Any) -> list[str]:
+    """Every path whose presence or shape differs between two pytrees of arrays/shape structs."""
+    flat_t, flat_s = _shapes_by_path(target), _shapes_by_path(saved)
+    problems = [f"{p}: missing from the checkpoint" for p in flat_t if p not in flat_s]
+    problems += [f"{p}: in the checkpoint but not in the model" for p in flat_s if p not in flat_t]
+    problems += [f"{p}: checkpoint shape {flat_s[p]}, model expects {flat_t[p]}"
+                 for p in flat_t if p in flat_s and tuple(flat_s[p]) != tuple(flat_t[p])]
+    return problems
+
+
+class Checkpointer:
+    """``CheckpointManager`` in ``directory``: keeps the latest ``keep`` and the ``keep_best`` best by
+    ``monitor`` (``mode`` "min" or "max"; "auto" means max for accuracy-like names, else min)."""
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 2, monitor: str | None = "val_loss",
+                 mode: str = "auto", keep_best: int = 1, async_save: bool = True):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"Checkpointer mode must be 'auto', 'min' or 'max', got {mode!r}.")
+        if mode == "auto" and monitor is not None:
+            mode = "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.monitor, self.mode = monitor, mode
+        policies = [LatestN(n=keep)]
+        best_fn = None
+        if monitor is not None:
+            best_fn = lambda metrics: float(metrics[monitor])  # noqa: E731
+            policies.append(BestN(get_metric_fn=best_fn, reverse=(mode == "min"), n=keep_best))
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=AnyPreservationPolicy(policies), best_fn=best_fn,
+            best_mode=mode if monitor is not None else "max", enable_async_checkpointing=async_save,
+            create=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, step: int, state: Any, meta: Mapping, metrics: Mapping | None = None,
+             extra: Any = None) -> None:
+        """Save asynchronously under ``step``; ``metrics`` rank it for keep-best."""
+        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(dict(meta))}
+        if extra is not None:
+            items["extra"] = ocp.args.StandardSave(extra)
+        ranked = None
+        if metrics is not None and self.monitor is not None and self.monitor in metrics:
+            ranked = {self.monitor: float(metrics[self.monitor])}
+        self.manager.save(step, args=ocp.args.Composite(**items), metrics=ranked)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step() if self.monitor is not None else self.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def read_meta(self, step: int) -> dict:
+        return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+    def restore(self, step: int, abstract_state: Any, abstract_extra: Any = None) -> tuple[Any, dict, Any]:
+        """``(state, meta, extra)`` of ``step`` restored onto the shapes, dtypes and shardings of the
+        abstract targets; a checkpoint that does not fit raises with every mismatched path listed."""
+        saved = self.manager.item_metadata(step)
+        problems = _mismatches(abstract_state, _tree_of(saved, "state"))
+        if problems:
+            raise ValueError(f"Checkpoint {self.directory}/{step} does not fit this model/optimizer:\n  "
+                             + "\n  ".join(problems))
+        items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
+        if abstract_extra is not None:
+            items["extra"] = ocp.args.StandardRestore(abstract_extra)
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return out["state"], dict(out["meta"]), out.get("extra") if abstract_extra is not None else None
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _tree_of(metadata: Any, item: str) -> Any:
+    """The array metadata tree of one item from ``item_metadata`` (its layout varies by handler)."""
+    tree = metadata[item] if isinstance(metadata, Mapping) else getattr(metadata, item)
+    return getattr(tree, "tree", tree)
+
+
+def abstract(tree: Any) -> Any:
+    """Shapes, dtypes and shardings of a pytree of arrays (a restore target)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)),
+                        tree)

@@ -1,0 +1,115 @@
+"""The user's own labelled images (one sub-folder per class) as a tfds data set, read with PIL.
+
+``tfds.folder_dataset.ImageFolder`` decodes through tf.data, so it needs TensorFlow; this builder
+does the same job with PIL and is prepared into the tfds data dir in ArrayRecord format like any other
+data set. Layout, as Keras' ``image_dataset_from_directory``:
+
+    root/cat/0001.png
+    root/cat/more/0002.jpg      # sub-folders of a class folder are searched too
+    root/dog/0003.png
+
+Class names are the sorted sub-folder names, their positions the label ids. Files ending in .bmp,
+.gif, .jpeg, .jpg or .png (any case) are read; hidden files and folders are skipped. Images are
+converted to ``color_mode`` and resized to ``image_size`` (PIL bilinear), or, with ``image_size=None``,
+must all share one size (a ValueError names the first file that does not).
+
+Each prepared copy lives under ``<data_dir>/fluxnet_image_folder/<folder name>_<fingerprint>/``; the
+fingerprint covers the folder's path, every file's path, size and modification time, ``image_size``
+and ``color_mode``, so a changed folder is prepared again and an unchanged one is read back as is.
+All images form the single tfds split ``train``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import tensorflow_datasets as tfds
+
+from fluxnet.data.images import CHANNELS, color_mode_arg, image_size_arg, read_image, resize_uint8, to_pil
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, int]]]:
+    """The class names (sorted sub-folders) and the (relative path, label) of every image, sorted."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"Image folder {str(root)!r} does not exist or is not a directory.")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(f"Image folder {str(root)!r} has no class sub-folders; expected "
+                         f"{str(root / '<class name>' / '<image file>')!r}.")
+    files = []
+    for label, name in enumerate(classes):
+        for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files.extend((os.path.relpath(os.path.join(dirpath, f), root), label) for f in sorted(filenames)
+                         if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise ValueError(f"Image folder {str(root)!r} has class sub-folders {classes} but no image files "
+                         f"(looked for {', '.join(IMAGE_EXTENSIONS)}).")
+    return classes, files
+
+
+def _fingerprint(root: Path, files: list[tuple[str, int]], image_size, color_mode: str) -> str:
+    digest = hashlib.sha256(repr((str(root), image_size, color_mode)).encode())
+    for relpath, label in files:
+        stat = (root / relpath).stat()
+        digest.update(repr((relpath, label, stat.st_size, stat.st_mtime_ns)).encode())
+    return digest.hexdigest()[:16]
+
+
+class ImageFolder(tfds.core.GeneratorBasedBuilder):
+    """tfds builder over a folder of class sub-folders (see the module docstring)."""
+
+    name = "fluxnet_image_folder"
+    VERSION = tfds.core.Version("1.0.0")
+
+    def __init__(self, root: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None,
+                 color_mode: str = "rgb", data_dir: str | os.PathLike | None = None):
+        self.root = Path(root).expanduser().resolve()
+        self.color_mode = color_mode_arg(color_mode)
+        self.image_size = None if image_size is None else image_size_arg(image_size)
+        self.class_names, self.files = scan_image_folder(self.root)
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", self.root.name).strip("_") or "folder"
+        config = tfds.core.BuilderConfig(
+            name=f"{slug}_{_fingerprint(self.root, self.files, self.image_size, self.color_mode)}",
+            description=f"images of {str(self.root)!r}")
+        super().__init__(data_dir=data_dir, config=config)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        height, width = self.image_size or (None, None)
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"Labelled images read from {str(self.root)!r}.",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(height, width, CHANNELS[self.color_mode])),
+                "label": tfds.features.ClassLabel(names=self.class_names),
+            }),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # everything is local
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        first = None
+        for relpath, label in self.files:
+            image = read_image(self.root / relpath, self.color_mode)
+            if self.image_size is not None:
+                image = resize_uint8(image, self.image_size)
+            elif first is None:
+                first = (relpath, image.shape)
+            elif image.shape != first[1]:
+                raise ValueError(
+                    f"Images in {str(self.root)!r} differ in size: {relpath!r} is {_hw(image.shape)} but "
+                    f"{first[0]!r} is {_hw(first[1])} (height x width). Pass image_size=(height, width) "
+                    "to resize every image to one size.")
+            yield relpath, {"image": to_pil(image), "label": label}
+
+
+def _hw(shape: tuple[int, ...]) -> str:
+    return f"{shape[0]}x{shape[1]}"

@@ -1,0 +1,202 @@
+"""Keras 3 weights files (``.weights.h5``, or the weights inside a ``.keras`` archive) as fluxnet variables.
+
+How Keras 3 stores weights: ``model.save_weights`` walks ``model.layers`` and writes each layer's
+variables as ``layers/<key>/vars/<i>``. ``<key>`` is the snake-case class name plus a per-class counter in
+``model.layers`` order (``conv2d``, ``conv2d_1``, ...), not the layer's name (recent Keras versions keep
+the name as an attribute only), and ``<i>`` is the variable's position in the layer: Conv2D and Dense
+``kernel, bias``; BatchNormalization ``gamma, beta, moving_mean, moving_variance`` (each only when the
+layer has it). Keras itself loads by these positions, so does this module.
+
+Matching: :func:`keras_layer_order` reproduces Keras' ``Functional.layers`` order on a fluxnet graph, so
+every fluxnet layer gets the key Keras would give the same layer in the same architecture. Counters run
+per class, so only the order of layers of one class matters. Loading is strict: every array the model
+needs and the file lacks, every array under ``layers/`` that no layer takes, and every shape mismatch is
+listed in one ValueError; nothing is dropped, padded or reshaped. Groups outside ``layers/`` (optimizer
+state) are not model variables and are not read.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import zipfile
+from typing import Iterator, NamedTuple
+
+import h5py
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+
+from fluxnet.layers.base import Layer, Node, format_shape, to_snake_case
+from fluxnet.models.functional import Model
+from fluxnet.registry import Registry
+
+KERAS_VARIABLE_ORDER: Registry[tuple[str, ...]] = Registry("layer class with a known Keras variable order")
+"""Layer class name -> its variable names in Keras' order. Register custom layers' orders here."""
+KERAS_VARIABLE_ORDER.register("Conv2D", ("kernel", "bias"))
+KERAS_VARIABLE_ORDER.register("Dense", ("kernel", "bias"))
+KERAS_VARIABLE_ORDER.register("BatchNormalization", ("gamma", "beta", "moving_mean", "moving_variance"))
+
+_HOW_TO_CONVERT = ("With Keras 3 installed: `m = <the same Keras model>; m.load_weights(OLD_FILE); "
+                   "m.save_weights('model.weights.h5')`, then load that file.")
+
+
+class _Slot(NamedTuple):
+    """One model variable and the file entry that holds it."""
+    collection: str
+    layer: str
+    variable: str
+    path: str  # e.g. "layers/conv2d_3/vars/1"
+    shape: tuple
+    dtype: np.dtype
+
+
+def keras_layer_order(model: Model) -> list[Layer]:
+    """``model``'s layers in the order Keras' ``Functional.layers`` would list the same graph.
+
+    Keras (``keras/src/ops/function.py: map_graph``) sorts layers by depth, the longest path to an
+    output, deepest first, and breaks ties by the order in which a depth-first walk from the outputs
+    (parents in call order) first reaches each layer. A Sequential's chain comes out in stack order.
+    """
+    first_visit: dict[int, int] = {}
+    layers: list[Layer] = []
+    post_order: list[Node] = []
+    finished: set[int] = set()
+    for output in model.outputs:
+        stack: list[tuple[Node, bool]] = [(output.node, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                finished.add(id(node))
+                post_order.append(node)
+                continue
+            if id(node) in finished:
+                continue
+            if id(node.layer) not in first_visit:
+                first_visit[id(node.layer)] = len(first_visit)
+                layers.append(node.layer)
+            stack.append((node, True))
+            stack.extend((parent.node, False) for parent in reversed(node.parents))
+    node_depth: dict[int, int] = {}
+    layer_depth: dict[int, int] = {}
+    for node in reversed(post_order):  # outputs first: a node is deeper than everything it feeds
+        depth = max(node_depth.setdefault(id(node), 0), layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = node_depth[id(node)] = depth
+        for parent in node.parents:
+            node_depth[id(parent.node)] = max(depth + 1, node_depth.get(id(parent.node), 0))
+    return sorted(layers, key=lambda l: (-layer_depth[id(l)], first_visit[id(l)]))
+
+
+def keras_layer_keys(model: Model) -> dict[str, str]:
+    """``{fluxnet layer name: Keras weights-file key}`` (``conv2d``, ``conv2d_1``, ...) for every layer."""
+    counters: dict[str, int] = {}
+    keys = {}
+    for layer in keras_layer_order(model):
+        base = to_snake_case(type(layer).__name__)
+        count = counters[base] = counters.get(base, -1) + 1
+        keys[layer.name] = base if count == 0 else f"{base}_{count}"
+    return keys
+
+
+@contextlib.contextmanager
+def _open(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """The weights HDF5 file at ``path`` (or inside a ``.keras`` archive), checked to be Keras 3's."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No Keras weights file at {path!r}.")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if "model.weights.h5" not in archive.namelist():
+                raise ValueError(f"{path!r} is a zip archive without 'model.weights.h5', so not a .keras file.")
+            source = io.BytesIO(archive.read("model.weights.h5"))
+    elif h5py.is_hdf5(path):
+        source = path
+    else:
+        raise ValueError(f"{path!r} is neither an HDF5 file (Keras 3 '.weights.h5') nor a '.keras' archive.")
+    with h5py.File(source, "r") as file:
+        if "layer_names" in file.attrs or "model_weights" in file:
+            raise ValueError(f"{path!r} is a legacy Keras 2 '.h5' weights file (keyed by layer name), not a "
+                             f"Keras 3 '.weights.h5' file. {_HOW_TO_CONVERT}")
+        if not isinstance(file.get("layers"), h5py.Group):
+            raise ValueError(f"{path!r} has no 'layers' group, so it is not a Keras 3 weights file "
+                             "(written by keras.Model.save_weights).")
+        yield file
+
+
+def _plan(model: Model, file: h5py.File, source: str) -> list[_Slot]:
+    """Which file entry feeds each model variable; one ValueError listing every problem."""
+    abstract = model.abstract_variables()
+    per_layer: dict[str, dict[str, str]] = {}  # layer name -> {variable: collection}
+    for collection, sub in abstract.items():
+        for layer_name, values in sub.items():
+            for variable in values:
+                per_layer.setdefault(layer_name, {})[variable] = collection
+    classes = {layer.name: type(layer).__name__ for layer in model.layers}
+    keys = keras_layer_keys(model)
+    slots, problems = [], []
+    for layer_name, variables in per_layer.items():
+        cls = classes[layer_name]
+        if cls not in KERAS_VARIABLE_ORDER:
+            problems.append(f"layer {layer_name!r}: no Keras variable order is known for class {cls}; register "
+                            "it in fluxnet.keras_weights.KERAS_VARIABLE_ORDER")
+            continue
+        order = KERAS_VARIABLE_ORDER.get(cls)
+        unknown = sorted(set(variables) - set(order))
+        if unknown:
+            problems.append(f"layer {layer_name!r}: variables {unknown} are not in Keras' order {list(order)} "
+                            f"for {cls}")
+            continue
+        for index, variable in enumerate(v for v in order if v in variables):
+            leaf = abstract[variables[variable]][layer_name][variable]
+            slots.append(_Slot(variables[variable], layer_name, variable,
+                               f"layers/{keys[layer_name]}/vars/{index}", tuple(leaf.shape), leaf.dtype))
+
+    stored: dict[str, h5py.Dataset] = {}
+    file["layers"].visititems(
+        lambda name, obj: stored.__setitem__(f"layers/{name}", obj) if isinstance(obj, h5py.Dataset) else None)
+
+    def keras_name(entry: str) -> str:
+        name = file[entry.rsplit("/", 1)[0]].attrs.get("name")
+        return f" (Keras layer {name!r})" if name is not None else ""
+
+    for slot in slots:
+        target = f"{slot.layer}/{slot.variable} ({slot.collection}, shape {format_shape(slot.shape)})"
+        if slot.path not in stored:
+            problems.append(f"missing: {slot.path} for {target}")
+        elif tuple(stored[slot.path].shape) != slot.shape:
+            problems.append(f"shape mismatch: {slot.path}{keras_name(slot.path)} has shape "
+                            f"{format_shape(stored[slot.path].shape)}, {target} needs {format_shape(slot.shape)}")
+    for path in sorted(set(stored) - {slot.path for slot in slots}):
+        problems.append(f"unexpected: {path}{keras_name(path)}, shape {format_shape(stored[path].shape)}, "
+                        "is used by no layer of the model")
+    if problems:
+        raise ValueError(f"The Keras weights file {source!r} does not fit model {model.name!r} "
+                         f"({len(problems)} problems; entries are keyed by layer class and order, "
+                         "as Keras saves them):\n  " + "\n  ".join(problems))
+    return slots
+
+
+def check_keras_weights(model: Model, path: str | os.PathLike) -> None:
+    """Raise the ValueError :func:`load_keras_weights` would, reading shapes only (no arrays)."""
+    with _open(path) as file:
+        _plan(model, file, os.fspath(path))
+
+
+def load_keras_weights(model: Model, path: str | os.PathLike) -> dict:
+    """Variables for ``model`` (the structure and dtypes of ``model.init``) from a Keras 3 weights file.
+
+    ``path`` is a ``.weights.h5`` file from ``keras.Model.save_weights`` (or a ``.keras`` archive) of the
+    same architecture: layers are matched by class and Keras' layer order (see the module docstring), as
+    Keras does, so layer names need not agree.
+    """
+    with _open(path) as file:
+        slots = _plan(model, file, os.fspath(path))
+        variables = {c: {layer: {} for layer in sub} for c, sub in model.abstract_variables().items()}
+        for slot in slots:
+            dataset = file[slot.path]
+            if dataset.attrs.get("dtype") == "bfloat16":  # Keras writes bfloat16 with this marker
+                array = np.array(dataset, dtype=ml_dtypes.bfloat16)
+            else:
+                array = dataset[()]
+            variables[slot.collection][slot.layer][slot.variable] = jnp.asarray(array, dtype=slot.dtype)
+    return variables

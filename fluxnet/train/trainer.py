@@ -1,0 +1,319 @@
+"""``Trainer``: Keras' compile/fit/evaluate/predict for fluxnet models, on jitted pure steps.
+
+The shell around the pure steps (``steps.py``): batching and host-to-device prefetch, progress bars,
+callbacks, checkpoints. Inside an epoch nothing waits on the device except the progress bar's periodic
+read of the latest loss; each step function is compiled once (fixed batch shapes, the last partial
+batch dropped in training and padded with a mask in evaluation).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fluxnet import losses as losses_lib
+from fluxnet import metrics as metrics_lib
+from fluxnet import optimizers
+from fluxnet.data.batching import BatchIterator
+from fluxnet.data.checks import validate
+from fluxnet.data.imbalance import class_weights_balanced
+from fluxnet.data.prefetch import Prefetcher
+from fluxnet.models import Model
+from fluxnet.train import sharding
+from fluxnet.train.callbacks import Callback, History
+from fluxnet.train.state import TrainState, create_state
+from fluxnet.train.steps import finalize, fuse_steps, make_eval_step, make_predict_step, make_train_step
+
+SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
+
+
+def _as_xy(data: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(x, y)`` numpy arrays from a tuple or a split object with ``images``/``labels``."""
+    if isinstance(data, (tuple, list)) and len(data) in (1, 2):
+        x, y = data[0], data[1] if len(data) == 2 else None
+    elif hasattr(data, "images") and hasattr(data, "labels"):
+        x, y = data.images, data.labels
+    else:
+        raise TypeError(f"{what} must be (x, y) arrays or a fluxnet data split, got {type(data).__name__}.")
+    return np.asarray(x), None if y is None else np.asarray(y)
+
+
+class Trainer:
+    """Trains a fluxnet model (Keras' ``compile`` + ``fit``), data-parallel over ``devices``.
+
+    ``loss``, ``optimizer`` and ``metrics`` are names, callables or optax transforms. Layers with
+    ``trainable=False`` get exactly zero updates (``optax.multi_transform`` with ``set_to_zero``).
+    ``augment(key, x, y) -> (x, y)`` runs on the device inside the train step.
+    ``steps_per_execution > 1`` fuses that many steps per dispatch (measure before using it).
+    """
+
+    def __init__(self, model: Model, loss: str | Callable = "sparse_categorical_crossentropy",
+                 optimizer: str | optax.GradientTransformation = "adam", metrics: Sequence = (), *,
+                 augment: Callable | None = None, devices: Sequence | None = None,
+                 steps_per_execution: int = 1):
+        if not isinstance(model, Model):
+            raise TypeError(f"Trainer needs a fluxnet Model or Sequential, got {type(model).__name__}.")
+        self.model = model
+        self.loss_name = losses_lib.name_of(loss) if isinstance(loss, str) else getattr(loss, "__name__", "loss")
+        self.loss_fn = losses_lib.get(loss)
+        self.metric_fns = {metrics_lib.name_of(m): metrics_lib.get(m) for m in metrics}
+        tx = optimizers.get(optimizer)
+        labels = model.param_labels()
+        if "frozen" in jax.tree.leaves(labels):
+            tx = optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
+        self.tx = tx
+        self.mesh = sharding.data_mesh(devices)
+        self.steps_per_execution = int(steps_per_execution)
+        replicated = sharding.replicated(self.mesh)
+        train_step = make_train_step(model, self.loss_fn, tx, self.metric_fns, augment)
+        self.train_step = jax.jit(train_step, donate_argnums=0, out_shardings=replicated)
+        self.fused_train_step = (jax.jit(fuse_steps(train_step, self.steps_per_execution), donate_argnums=0,
+                                         out_shardings=replicated) if self.steps_per_execution > 1 else None)
+        self.eval_step = jax.jit(make_eval_step(model, self.loss_fn, self.metric_fns), out_shardings=replicated)
+        self.predict_step = jax.jit(make_predict_step(model))
+
+    # -------------------------------------------------------------------------------- state
+    def _init(self, rng: jax.Array) -> TrainState:
+        init_key, state_key = jax.random.split(rng)
+        variables = self.model.init(init_key)
+        return create_state(variables, self.tx.init(variables["params"]), state_key)
+
+    def init(self, rng: jax.Array) -> TrainState:
+        """A fresh train state (variables from ``model.init``), replicated over the devices. Jitted, so
+        every leaf owns its buffer (the train step donates them)."""
+        return jax.jit(self._init, out_shardings=sharding.replicated(self.mesh))(rng)
+
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and shardings of ``init``'s result (a checkpoint restore target)."""
+        repl = sharding.replicated(self.mesh)
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl),
+                            jax.eval_shape(self._init, jax.random.key(0)))
+
+    # -------------------------------------------------------------------------------- checks
+    def _num_classes(self) -> int | None:
+        out = self.model.outputs
+        return out[0].shape[-1] if len(out) == 1 else None
+
+    def _check_data(self, x: np.ndarray, y: np.ndarray | None, split: str) -> None:
+        """Bad data fails here, before anything is traced: shapes, label range, NaN/inf."""
+        if len(self.model.inputs) != 1:
+            return
+        input_shape = self.model.inputs[0].shape[1:]
+        if y is not None and self.loss_name in SPARSE_LOSSES and np.issubdtype(np.asarray(y).dtype, np.integer):
+            validate(x, y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y, self._num_classes(),
+                     input_shape, split=split)
+            return
+        if x.shape[0] == 0:
+            raise ValueError(f"The {split} data is empty (0 examples).")
+        if tuple(x.shape[1:]) != tuple(d if d is not None else s for d, s in zip(input_shape, x.shape[1:])) \
+                or x.ndim != len(input_shape) + 1:
+            raise ValueError(f"The {split} inputs have shape {x.shape[1:]} per example, but the model's Input "
+                             f"expects {tuple(input_shape)}.")
+        if y is not None and len(y) != len(x):
+            raise ValueError(f"The {split} data has {len(x)} inputs but {len(y)} targets.")
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise ValueError(f"The {split} inputs contain NaN or inf values.")
+
+    def _batch_weights(self, y: np.ndarray, class_weight: Any, sample_weight: np.ndarray | None):
+        """Per-example weights (Keras: class weights become sample weights), or None."""
+        if class_weight is None and sample_weight is None:
+            return None
+        weights = np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
+        if weights.shape != (len(y),):
+            raise ValueError(f"sample_weight must have shape ({len(y)},), got {weights.shape}.")
+        if class_weight is not None:
+            n = self._num_classes()
+            labels = _class_ids(y)
+            if isinstance(class_weight, str):
+                if class_weight != "balanced":
+                    raise ValueError(f"class_weight must be a dict, a sequence or 'balanced', got {class_weight!r}.")
+                table = class_weights_balanced(labels, n)
+            else:
+                table = np.ones(n, np.float32)
+                items = class_weight.items() if isinstance(class_weight, Mapping) else enumerate(class_weight)
+                for cls, w in items:
+                    if not 0 <= int(cls) < n:
+                        raise ValueError(f"class_weight has class {cls}, outside [0, {n}).")
+                    table[int(cls)] = w
+            weights = weights * np.asarray(table, np.float32)[labels]
+        return weights
+
+    # -------------------------------------------------------------------------------- fit
+    def fit(self, state: TrainState, data: Any, epochs: int = 1, batch_size: int = 32, *,
+            validation_data: Any = None, validation_batch_size: int | None = None, verbose: int = 1,
+            callbacks: Iterable[Callback] = (), class_weight: Any = None, sample_weight: Any = None,
+            shuffle: bool = True, oversample: bool = False, seed: int | None = None,
+            checkpointer: Any = None, resume: Mapping | None = None) -> tuple[TrainState, History]:
+        """Train ``epochs`` more epochs; returns the new state and a Keras-like ``History``.
+
+        The shuffle of epoch ``e`` depends only on ``seed`` (default: derived from the state's key) and
+        ``e``, and each step's randomness on the state's key and step, so a resumed run repeats an
+        uninterrupted one exactly. With ``checkpointer`` every epoch is saved (state, callback states,
+        history); ``resume`` is the meta ``restore`` returned, to continue callbacks where they were.
+        """
+        x, y = _as_xy(data, "fit data")
+        if y is None:
+            raise ValueError("fit needs targets: pass (x, y).")
+        self._check_data(x, y, "train")
+        sharding.check_batch_size(batch_size, self.mesh)
+        if seed is None:
+            seed = int(np.asarray(jax.device_get(state.rng)).ravel()[-1]) % (2 ** 31)
+        arrays = {"x": x, "y": y}
+        weights = self._batch_weights(y, class_weight, sample_weight)
+        if weights is not None:
+            arrays["weight"] = weights
+        batches = BatchIterator(np.arange(len(x)), _class_ids(y) if oversample else None, batch_size,
+                                shuffle=shuffle, seed=seed, drop_remainder=True, oversample=oversample)
+        if validation_data is not None:
+            vx, vy = _as_xy(validation_data, "validation_data")
+            self._check_data(vx, vy, "validation")
+        history = History()
+        cbs = [history, *callbacks]
+        for cb in cbs:
+            cb.on_train_begin(self, state)
+        if resume is not None:
+            _load_callbacks(cbs, resume)
+        start = int(state.epoch)
+        for epoch in range(start, start + epochs):
+            batches.restore({"epoch": epoch, "step": 0})
+            state, logs = self._train_epoch(state, batches, arrays, epoch, verbose)
+            if validation_data is not None:
+                val = self.evaluate(state, validation_data, batch_size=validation_batch_size or batch_size)
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            lr = optimizers.current_learning_rate(state.opt_state)
+            if lr is not None:
+                logs["learning_rate"] = float(lr)
+            if verbose == 2 or (verbose and validation_data is not None):
+                print(f"Epoch {epoch + 1}: " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+            state = state.replace(epoch=state.epoch + 1)
+            stop = [cb.on_epoch_end(epoch, logs, state) for cb in cbs]
+            if checkpointer is not None:
+                _save(checkpointer, state, cbs, logs)
+            if any(stop):
+                break
+        for cb in cbs:
+            replaced = cb.on_train_end(state)
+            if replaced is not None:
+                state = sharding.replicate(replaced, self.mesh)
+        if checkpointer is not None:
+            checkpointer.wait()
+        return state, history
+
+    def _train_epoch(self, state, batches: BatchIterator, arrays: dict, epoch: int, verbose: int):
+        from tqdm.auto import tqdm
+
+        steps, k = batches.steps_per_epoch, self.steps_per_execution
+        bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}", unit="step", disable=verbose != 1, leave=True,
+                   dynamic_ncols=True)
+        sums, start, last_print, done = [], time.perf_counter(), 0.0, 0
+        for batch, n in self._device_batches(batches, arrays, k):
+            state, metrics = (self.fused_train_step if n > 1 else self.train_step)(state, batch)
+            sums.append(metrics)
+            done += n
+            now = time.perf_counter()
+            if verbose == 1 and now - last_print > 0.5:  # the only sync inside an epoch
+                last_print = now
+                bar.set_postfix(_postfix(finalize(jax.device_get(sums[-1])), done * batches.batch_size,
+                                         now - start), refresh=False)
+            bar.update(n)
+        logs = finalize(_sum_metrics(jax.device_get(sums)))
+        bar.set_postfix(_postfix(logs, steps * batches.batch_size, time.perf_counter() - start))
+        bar.close()
+        if not math.isfinite(logs["loss"]):
+            raise FloatingPointError(
+                f"The training loss became {logs['loss']} in epoch {epoch + 1} (step {int(state.step)}); "
+                "training stopped and this epoch was not saved, so the last checkpoint is the last good "
+                "state. Lower the learning rate, clip gradients (optimizer.clipnorm) or check the data.")
+        return state, logs
+
+    def _device_batches(self, batches: BatchIterator, arrays: dict, k: int):
+        """``(device batch, steps in it)``: single batches sharded over the mesh, or groups of ``k``
+        stacked on a leading axis (the epoch's last ``steps % k`` batches go one by one)."""
+        host = (_gather(arrays, b) for b in batches)
+        if k == 1:
+            yield from ((b, 1) for b in Prefetcher(host, 2, sharding.batch_sharded(self.mesh)))
+            return
+        groups, rest = divmod(batches.steps_per_epoch, k)
+        stacked = (jax.tree.map(lambda *a: np.stack(a), *[next(host) for _ in range(k)]) for _ in range(groups))
+        yield from ((b, k) for b in Prefetcher(stacked, 2, sharding.stacked_batch_sharded(self.mesh)))
+        yield from ((b, 1) for b in Prefetcher(host, 2, sharding.batch_sharded(self.mesh)))
+
+    # -------------------------------------------------------------------------------- evaluate / predict
+    def _padded_batches(self, arrays: dict, batch_size: int):
+        """Every example once, in order; the last batch padded (mask False) to the fixed batch shape, a
+        multiple of the device count (capped at the data size so small sets do not pad needlessly)."""
+        n, devices = len(next(iter(arrays.values()))), self.mesh.devices.size
+        size = min(-(-batch_size // devices), -(-n // devices)) * devices
+        it = BatchIterator(np.arange(n), None, size, shuffle=False, drop_remainder=False)
+        return Prefetcher((_gather(arrays, b) for b in it), 2, sharding.batch_sharded(self.mesh))
+
+    def evaluate(self, state: TrainState, data: Any, batch_size: int = 256, verbose: int = 0) -> dict[str, float]:
+        """Loss and metrics averaged over every real example of ``data`` (inference mode)."""
+        x, y = _as_xy(data, "evaluate data")
+        if y is None:
+            raise ValueError("evaluate needs targets: pass (x, y).")
+        self._check_data(x, y, "evaluation")
+        sums = [self.eval_step(state, b) for b in self._padded_batches({"x": x, "y": y}, batch_size)]
+        logs = finalize(_sum_metrics(jax.device_get(sums)))
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        return logs
+
+    def predict(self, state: TrainState, x: Any, batch_size: int = 256) -> np.ndarray:
+        """Model outputs for every example of ``x`` (inference mode), as numpy."""
+        x = np.asarray(x)
+        self._check_data(x, None, "predict")
+        host = jax.device_get([(self.predict_step(state, b["x"]), b["mask"])
+                               for b in self._padded_batches({"x": x}, batch_size)])
+        return jax.tree.map(lambda *parts: np.concatenate(parts), *[
+            jax.tree.map(lambda o, m=np.asarray(m): o[m], o) for o, m in host])
+
+
+def _gather(arrays: dict, batch: dict) -> dict:
+    """Slice every array at a batch of example indices (``BatchIterator`` over ``arange(n)``)."""
+    return {**{k: a[batch["image"]] for k, a in arrays.items()}, "mask": batch["mask"]}
+
+
+def _class_ids(y: np.ndarray) -> np.ndarray:
+    return y.argmax(-1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(len(y)).astype(np.int64)
+
+
+def _postfix(logs: dict, images: int, seconds: float) -> dict:
+    return {**{k: f"{v:.4f}" for k, v in logs.items()}, "img/s": f"{images / max(seconds, 1e-9):.0f}"}
+
+
+def _sum_metrics(per_step: list) -> dict:
+    """Add up ``{name: (sum, weight)}`` over steps in float64 on the host."""
+    total: dict = {}
+    for metrics in per_step:
+        for name, (s, w) in metrics.items():
+            ts, tw = total.get(name, (0.0, 0.0))
+            total[name] = (ts + np.float64(s), tw + np.float64(w))
+    return total
+
+
+def _callback_key(i: int, cb: Callback) -> str:
+    return f"{i}:{type(cb).__name__}"
+
+
+def _save(checkpointer, state: TrainState, cbs: list[Callback], logs: dict) -> None:
+    meta = {"epoch": int(state.epoch), "step": int(state.step), "data_position": {"epoch": int(state.epoch),
+                                                                                  "step": 0},
+            "callbacks": {_callback_key(i, cb): cb.get_state() for i, cb in enumerate(cbs)}, "logs": logs}
+    arrays = {_callback_key(i, cb): cb.get_arrays() for i, cb in enumerate(cbs) if cb.get_arrays() is not None}
+    checkpointer.save(int(state.epoch), state, meta, metrics=logs, extra=arrays or None)
+
+
+def _load_callbacks(cbs: list[Callback], resume: Mapping) -> None:
+    states, arrays = resume.get("callbacks", {}), resume.get("arrays") or {}
+    for i, cb in enumerate(cbs):
+        key = _callback_key(i, cb)
+        if key in states:
+            cb.set_state(states[key])
+        if key in arrays:
+            cb.set_arrays(arrays[key])

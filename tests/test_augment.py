@@ -1,0 +1,361 @@
+"""Tests for fluxnet.augment: Keras semantics, NumPy constructions, per-example randomness, jit."""
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fluxnet import augment as A
+
+H = W = 8
+_JITTED: dict = {}
+
+
+def run(pipeline, key, images, labels=None, training=True):
+    """Call ``pipeline`` through one cached jitted function per (equal) pipeline."""
+    fn = _JITTED.setdefault(pipeline, jax.jit(pipeline, static_argnames="training"))
+    images, labels = fn(key, images, labels, training=training)
+    return np.asarray(images), None if labels is None else np.asarray(labels)
+
+
+def key(seed=0):
+    return jax.random.key(seed)
+
+
+def image(seed=0, shape=(H, W, 3), low=1.0, high=255.0):
+    return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)
+
+
+def same_batch(n, seed=0, **kwargs):
+    return np.repeat(image(seed, **kwargs)[None], n, axis=0)
+
+
+RANDOM_OPS = [
+    A.RandomFlip(),
+    A.RandomRotation(0.2),
+    A.RandomZoom(0.3, 0.2),
+    A.RandomTranslation(0.2, 0.2, fill_mode="constant"),
+    A.RandomPadCrop(2),
+    A.RandomCrop(6, 5),
+    A.RandomBrightness(0.3),
+    A.RandomContrast(0.5),
+    A.RandomErasing(factor=(1.0, 1.0), fill_value=0.0),
+]
+
+
+@pytest.mark.parametrize("op", RANDOM_OPS, ids=lambda op: type(op).__name__)
+def test_image_op_shape_determinism_and_per_example_randomness(op):
+    pipeline = A.Pipeline([op])
+    batch = same_batch(8)
+    out, _ = run(pipeline, key(0), batch)
+    expected_shape = (8, 6, 5, 3) if isinstance(op, A.RandomCrop) else batch.shape
+    assert out.shape == expected_shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out, run(pipeline, key(0), batch)[0])       # same key, same output
+    assert not np.array_equal(out, run(pipeline, key(1), batch)[0])           # new key, new output
+    distinct = {out[i].tobytes() for i in range(len(out))}                    # one key per example
+    assert len(distinct) > 1
+    single = op(key(0), batch[0])                                             # single-example API
+    assert single.shape == expected_shape[1:] and single.dtype == jnp.float32
+
+
+def test_evaluation_is_identity_and_zero_strength_is_identity():
+    batch = np.stack([image(s) for s in range(4)])
+    labels = np.arange(4)
+    ops = [A.RandomRotation(0.0), A.RandomZoom(0.0), A.RandomTranslation(0.0, 0.0),
+           A.RandomPadCrop(0), A.RandomBrightness(0.0), A.RandomContrast(0.0),
+           A.RandomErasing(factor=0.0), A.RandomFlip(probability=0.0),
+           A.MixUp(probability=0.0), A.CutMix(probability=0.0)]
+    zero = A.Pipeline(ops, num_classes=5)
+    out, soft = run(zero, key(3), batch, labels)
+    np.testing.assert_allclose(out, batch, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(soft, np.eye(5)[labels])
+    strong = A.Pipeline(RANDOM_OPS[:5] + RANDOM_OPS[6:] + [A.MixUp(), A.CutMix()], num_classes=5)
+    out, same_labels = run(strong, key(3), batch, labels, training=False)
+    np.testing.assert_array_equal(out, batch)
+    np.testing.assert_array_equal(same_labels, labels)
+
+
+def test_dtype_kept_and_integer_images_become_float32():
+    op = A.RandomRotation(0.1)
+    assert op(key(), jnp.asarray(image(), jnp.bfloat16)).dtype == jnp.bfloat16
+    assert op(key(), image().astype(np.uint8)).dtype == jnp.float32
+    with pytest.raises(ValueError, match="rank 3"):
+        op(key(), image()[None])
+    with pytest.raises(ValueError, match="rank 4"):
+        A.Pipeline([op])(key(), image())
+
+
+@pytest.mark.parametrize("mode, options", [
+    ("horizontal", lambda x: [x, x[:, ::-1]]),
+    ("vertical", lambda x: [x, x[::-1]]),
+    ("horizontal_and_vertical", lambda x: [x, x[:, ::-1], x[::-1], x[::-1, ::-1]]),
+])
+def test_flip_is_exact_and_uses_every_outcome(mode, options):
+    batch = same_batch(16)
+    out, _ = run(A.Pipeline([A.RandomFlip(mode)]), key(0), batch)
+    candidates = options(batch[0])
+    hits = [next(i for i, c in enumerate(candidates) if np.array_equal(o, c)) for o in out]
+    assert set(hits) == set(range(len(candidates)))     # each axis is flipped independently
+
+
+@pytest.mark.parametrize("turns, k", [(0.25, 1), (-0.25, -1), (0.5, 2)])
+def test_rotation_by_quarter_turns_equals_rot90(turns, k):
+    x = image(1)
+    for interpolation in ("nearest", "bilinear"):
+        op = A.RandomRotation((turns, turns), fill_mode="constant", interpolation=interpolation)
+        np.testing.assert_allclose(op(key(), x), np.rot90(x, k), rtol=0, atol=1e-3)
+
+
+def numpy_shift(x, dy, dx, mode, fill=0.0):
+    """x shifted down by dy and right by dx, the border filled by NumPy's padding ``mode``."""
+    pad = max(abs(dy), abs(dx))
+    kwargs = {"constant_values": fill} if mode == "constant" else {}
+    padded = np.pad(x, ((pad, pad), (pad, pad), (0, 0)), mode=mode, **kwargs)
+    return padded[pad - dy:pad - dy + x.shape[0], pad - dx:pad - dx + x.shape[1]]
+
+
+NUMPY_PAD_MODES = {"constant": "constant", "nearest": "edge", "reflect": "symmetric", "wrap": "wrap"}
+
+
+@pytest.mark.parametrize("fill_mode", list(NUMPY_PAD_MODES))
+def test_integer_translation_equals_numpy_shift(fill_mode):
+    x = image(2)
+    op = A.RandomTranslation((0.25, 0.25), (-0.375, -0.375), fill_mode=fill_mode, fill_value=7.0)
+    expected = numpy_shift(x, 2, -3, NUMPY_PAD_MODES[fill_mode], fill=7.0)   # 2 down, 3 left
+    np.testing.assert_allclose(op(key(), x), expected, rtol=0, atol=1e-4)
+
+
+def test_pad_crop_is_a_zero_padded_window():
+    batch = same_batch(16, seed=3)
+    out, _ = run(A.Pipeline([A.RandomPadCrop(2)]), key(0), batch)
+    windows = {(dy, dx): numpy_shift(batch[0], dy, dx, "constant")
+               for dy in range(-2, 3) for dx in range(-2, 3)}
+    found = [next(s for s, w in windows.items() if np.array_equal(o, w)) for o in out]
+    assert len(set(found)) > 4
+
+
+def test_zoom_sign_convention():
+    ones = np.ones((H, W, 1), np.float32)
+    zoom_out = A.RandomZoom((0.5, 0.5), fill_mode="constant", interpolation="nearest")
+    zoom_in = A.RandomZoom((-0.5, -0.5), fill_mode="constant", interpolation="nearest")
+    out = np.asarray(zoom_out(key(), ones))[..., 0]
+    assert out[0].sum() == 0 and out[:, 0].sum() == 0 and out[3:5, 3:5].all()   # shrunk: borders
+    assert np.asarray(zoom_in(key(), ones)).all()                                # enlarged: none
+    x = image(4, shape=(H, W, 1))
+    zoomed = np.asarray(zoom_in(key(), x))[..., 0]
+    src = np.floor(0.5 * np.arange(H) + 1.75 + 0.5).astype(int)     # centre-anchored 2x enlargement
+    np.testing.assert_array_equal(zoomed, x[..., 0][np.ix_(src, src)])
+
+
+def test_brightness_matches_keras_formula_and_clips():
+    batch = np.stack([image(s, low=0.0, high=1.0) for s in range(16)])
+    op = A.RandomBrightness((0.1, 0.3), value_range=(0, 1))
+    out, _ = run(A.Pipeline([op]), key(0), batch)
+    assert out.min() >= 0.0 and out.max() <= 1.0 and (out == 1.0).any()
+    for x, o in zip(batch, out):
+        inside = o < 1.0
+        delta = (o - x)[inside]
+        np.testing.assert_allclose(delta, delta[0], atol=1e-6)
+        assert 0.1 - 1e-6 <= delta[0] <= 0.3 + 1e-6
+        np.testing.assert_allclose(o, np.clip(x + delta[0], 0, 1), atol=1e-6)
+    out, _ = run(A.Pipeline([A.RandomBrightness(0.2)]), key(1), same_batch(16, low=60, high=190))
+    deltas = (out - same_batch(16, low=60, high=190)).mean(axis=(1, 2, 3))
+    assert deltas.min() < 0 < deltas.max() and np.abs(deltas).max() <= 0.2 * 255 + 1e-3
+
+
+@pytest.mark.parametrize("factor, c_range", [((0.5, 0.5), (0.5, 1.5)), (0.3, (0.7, 1.3))])
+def test_contrast_matches_keras_formula_and_clips(factor, c_range):
+    low, high = 60.0, 190.0
+    batch = np.stack([image(s, low=40, high=220) for s in range(16)])
+    out, _ = run(A.Pipeline([A.RandomContrast(factor, value_range=(low, high))]), key(0), batch)
+    assert out.min() >= low and out.max() <= high
+    contrasts = []
+    for x, o in zip(batch, out):
+        mean = x.mean(axis=(0, 1), keepdims=True)
+        ok = (o > low) & (o < high) & (np.abs(x - mean) > 5)
+        c = np.median(((o - mean) / (x - mean))[ok])
+        np.testing.assert_allclose(o, np.clip((x - mean) * c + mean, low, high), atol=1e-3)
+        contrasts.append(c)
+    assert c_range[0] - 1e-4 <= min(contrasts) < 1 < max(contrasts) <= c_range[1] + 1e-4
+
+
+def test_erasing_fills_a_rectangle_of_the_requested_area():
+    batch = same_batch(8)
+    out, _ = run(A.Pipeline([A.RandomErasing(factor=(1.0, 1.0), scale=(0.25, 0.25),
+                                             fill_value=0.0)]), key(0), batch)
+    corners = set()
+    for o in out:
+        rows, cols = np.nonzero(o[..., 0] == 0)       # sqrt(0.25) * 8 = 4 pixels per side
+        assert len(rows) == 16 and np.ptp(rows) == 3 and np.ptp(cols) == 3
+        assert np.array_equal(o[..., 0] == 0, (o == 0).all(-1))
+        corners.add((rows.min(), cols.min()))
+    assert len(corners) > 1
+    noise = A.RandomErasing(factor=(1.0, 1.0), scale=(0.25, 0.25), value_range=(0, 255))
+    out = np.asarray(noise(key(2), image()))
+    assert out.min() >= 0 and out.max() <= 255 and (out != image()).sum() > 0
+    per_channel = A.RandomErasing(factor=(1.0, 1.0), scale=(0.25, 0.25), fill_value=(0, 50, 300))
+    out = np.asarray(per_channel(key(2), image()))
+    assert ((out == [0, 50, 255]).all(-1)).sum() == 16     # fill clipped to value_range
+    with pytest.raises(ValueError, match="channels"):
+        A.RandomErasing(fill_value=(1.0, 2.0))(key(), image())
+
+
+def partners(soft_labels):
+    """(own weight, partner index) per example from labels mixing one-hot rows of arange(B)."""
+    weights, partner = [], []
+    for i, row in enumerate(soft_labels):
+        np.testing.assert_allclose(row.sum(), 1.0, atol=1e-5)
+        others = [j for j in np.nonzero(row > 0)[0] if j != i]
+        assert len(others) <= 1
+        weights.append(row[i])
+        partner.append(others[0] if others else i)
+    return np.array(weights), np.array(partner)
+
+
+def test_mixup_mixes_images_and_labels_with_the_same_weight():
+    batch = np.stack([image(s) for s in range(8)])
+    pipeline = A.Pipeline([A.MixUp(alpha=0.4)], num_classes=8)
+    out, soft = run(pipeline, key(5), batch, np.arange(8))
+    assert soft.shape == (8, 8) and soft.dtype == np.float32
+    w, j = partners(soft)
+    assert ((w > 0.01) & (w < 0.99)).any()
+    expected = w[:, None, None, None] * batch + (1 - w[:, None, None, None]) * batch[j]
+    np.testing.assert_allclose(out, expected, atol=1e-3)
+    out_again, soft_dense = run(pipeline, key(5), batch, np.eye(8, dtype=np.float32))
+    np.testing.assert_allclose(soft_dense, soft, atol=1e-6)                   # one-hot input path
+    np.testing.assert_array_equal(out_again, out)
+    with pytest.raises(ValueError, match="num_classes"):
+        A.Pipeline([A.MixUp()])(key(), batch, np.arange(8))
+
+
+def test_cutmix_label_weights_equal_the_pasted_pixel_share():
+    batch = np.stack([np.full((H, W, 3), i + 1.0, np.float32) for i in range(8)])
+    pipeline = A.Pipeline([A.CutMix()], num_classes=8)
+    mixed = 0
+    for seed in range(3):
+        out, soft = run(pipeline, key(seed), batch, np.arange(8))
+        w, j = partners(soft)
+        for i in range(8):
+            pasted = out[i, ..., 0] == j[i] + 1
+            assert np.isin(out[i], [i + 1, j[i] + 1]).all()
+            if j[i] != i:
+                np.testing.assert_allclose(1 - w[i], pasted.mean(), atol=1e-6)
+            if 0 < pasted.mean() < 1:
+                rows, cols = np.nonzero(pasted)
+                assert pasted.sum() == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)   # a rectangle
+                mixed += 1
+    assert mixed > 0
+
+
+def test_random_crop_windows_and_evaluation_resize():
+    batch = np.stack([image(0, shape=(8, 10, 3))] * 8)
+    out, _ = run(A.Pipeline([A.RandomCrop(5, 4)]), key(0), batch)
+    windows = {(t, l): batch[0, t:t + 5, l:l + 4] for t in range(4) for l in range(7)}
+    found = {next(s for s, w in windows.items() if np.array_equal(o, w)) for o in out}
+    assert len(found) > 1
+    center, _ = run(A.Pipeline([A.RandomCrop(8, 6)]), key(0), batch, training=False)
+    np.testing.assert_array_equal(center, batch[:, :, 2:8])              # largest 8x6 window
+    resized, _ = run(A.Pipeline([A.RandomCrop(4, 4)]), key(0), batch, training=False)
+    expected = jax.image.resize(batch[:, :, 1:9], (8, 4, 4, 3), "bilinear", antialias=False)
+    np.testing.assert_allclose(resized, expected, atol=1e-4)             # 8x8 centre, resized
+    small, _ = run(A.Pipeline([A.RandomCrop(8, 6)]), key(0), batch)      # not larger: as eval
+    np.testing.assert_array_equal(small, center)
+
+
+def test_probability_applies_per_example():
+    batch = same_batch(16)
+    out, _ = run(A.Pipeline([A.RandomBrightness((0.2, 0.2), probability=0.5)]), key(0), batch)
+    changed = [not np.array_equal(o, batch[0]) for o in out]
+    assert 0 < sum(changed) < 16
+
+
+def test_config_round_trip_and_errors():
+    config = [{"op": "RandomFlip", "mode": "horizontal"},
+              {"op": "RandomRotation", "factor": [-0.1, 0.2], "probability": 0.5},
+              {"op": "RandomCrop", "height": 6, "width": 6},
+              {"op": "RandomErasing", "scale": [0.1, 0.2], "fill_value": [1, 2, 3]},
+              {"op": "CutMix", "factor": 0.5}]
+    pipeline = A.Pipeline.from_config(config, num_classes=10)
+    assert pipeline.ops[1] == A.RandomRotation((-0.1, 0.2), probability=0.5)
+    assert A.Pipeline.from_config(pipeline.to_config(), num_classes=10) == pipeline
+    assert pipeline.to_config()[0] == {"op": "RandomFlip", "mode": "horizontal", "probability": 1.0}
+    assert pipeline.mixes_labels and not A.Pipeline(pipeline.ops[:2]).mixes_labels
+    with pytest.raises(ValueError, match=r"Unknown augmentation op 'RandomFlipp'.*RandomFlip.*"
+                                         r"Valid names:.*MixUp"):
+        A.Pipeline.from_config([{"op": "RandomFlipp"}])
+    with pytest.raises(ValueError, match=r"argument of RandomRotation 'fill'.*fill_mode.*factor"):
+        A.Pipeline.from_config([{"op": "RandomRotation", "factor": 0.1, "fill": "constant"}])
+    with pytest.raises(ValueError, match="no 'op' key"):
+        A.Pipeline.from_config([{"mode": "horizontal"}])
+    with pytest.raises(ValueError, match="must come last"):
+        A.Pipeline([A.MixUp(), A.RandomFlip()])
+    with pytest.raises(ValueError, match="factor"):
+        A.RandomRotation(1.5)
+    with pytest.raises(ValueError, match="height_factor"):
+        A.RandomZoom(-1.0)
+    with pytest.raises(ValueError, match="fill_mode"):
+        A.RandomTranslation(0.1, 0.1, fill_mode="mirror")
+    with pytest.raises(ValueError, match="probability"):
+        A.RandomFlip(probability=1.5)
+    with pytest.raises(ValueError, match="mode"):
+        A.RandomFlip("diagonal")
+
+
+def test_pipeline_jits_once_for_new_keys():
+    traces = []
+    pipeline = A.Pipeline([A.RandomFlip(), A.RandomTranslation(0.1, 0.1)])
+
+    @jax.jit
+    def step(k, x):
+        traces.append(1)
+        return pipeline(k, x)[0]
+
+    batch = same_batch(4)
+    outs = [np.asarray(step(key(s), batch)) for s in range(3)]
+    assert len(traces) == 1 and not np.array_equal(outs[0], outs[1])
+
+
+def test_preview_grid_writes_a_png(tmp_path):
+    from PIL import Image
+
+    batch = np.stack([image(s, shape=(H, W, 1)) for s in range(3)])
+    path = A.preview_grid(A.Pipeline([A.RandomFlip()]), batch, key(), n_rows=2,
+                          path=tmp_path / "sub" / "grid.png", n_augmented=3)
+    with Image.open(path) as png:
+        assert png.format == "PNG" and png.size[0] > png.size[1] > 0
+    with pytest.raises(ValueError, match="n_rows"):
+        A.preview_grid(A.Pipeline([A.RandomFlip()]), batch, key(), n_rows=4, path=tmp_path / "x")
+
+
+def test_geometric_ops_match_keras_with_fixed_factors():
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "jax":
+        pytest.skip("keras runs on another backend")
+    batch = np.stack([image(s) for s in range(2)])
+    cases = [(keras.layers.RandomTranslation((0.3, 0.3), (-0.15, -0.15), fill_mode=mode, fill_value=9.0),
+              A.RandomTranslation((0.3, 0.3), (-0.15, -0.15), fill_mode=mode, fill_value=9.0))
+             for mode in A.FILL_MODES]
+    cases += [(keras.layers.RandomZoom((0.3, 0.3), (-0.2, -0.2), fill_mode="reflect"),
+               A.RandomZoom((0.3, 0.3), (-0.2, -0.2), fill_mode="reflect")),
+              (keras.layers.RandomRotation((0.1, 0.1), fill_mode="nearest", interpolation="nearest"),
+               A.RandomRotation((0.1, 0.1), fill_mode="nearest", interpolation="nearest")),
+              (keras.layers.RandomFlip("horizontal"), A.RandomFlip("horizontal"))]
+    for layer, op in cases:
+        ours = np.stack([op(key(s), x) for s, x in enumerate(batch)])
+        theirs = np.asarray(layer(batch, training=True))
+        if isinstance(op, A.RandomFlip):       # random either way: each example is x or its mirror
+            assert all(np.array_equal(t, x) or np.array_equal(t, x[:, ::-1])
+                       for t, x in zip(theirs, batch))
+        else:
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3, err_msg=repr(op))
+    y = image(0, shape=(8, 10, 3))[None]
+    for size in [(4, 4), (9, 7)]:
+        expected = keras.ops.image.resize(y, size, crop_to_aspect_ratio=True)
+        ours, _ = run(A.Pipeline([A.RandomCrop(*size)]), key(), y, training=False)
+        np.testing.assert_allclose(ours, np.asarray(expected), atol=1e-3)
+    brightness = keras.layers.RandomBrightness((0.1, 0.1))(batch, training=True)
+    np.testing.assert_allclose(run(A.Pipeline([A.RandomBrightness((0.1, 0.1))]), key(), batch)[0],
+                               np.asarray(brightness), atol=1e-4)
