@@ -42,12 +42,13 @@ class Checkpointer:
     ``monitor`` (``mode`` "min" or "max"; "auto" means max for accuracy-like names, else min)."""
 
     def __init__(self, directory: str | os.PathLike, keep: int = 2, monitor: str | None = "val_loss",
-                 mode: str = "auto", keep_best: int = 1, async_save: bool = True):
+                 mode: str = "auto", keep_best: int = 1, async_save: bool = True, meta: Mapping | None = None):
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"Checkpointer mode must be 'auto', 'min' or 'max', got {mode!r}.")
         if mode == "auto" and monitor is not None:
             mode = "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
         self.directory = os.path.abspath(os.fspath(directory))
+        self.static_meta = dict(meta or {})  # written into every checkpoint (e.g. the model config)
         self.monitor, self.mode = monitor, mode
         policies = [LatestN(n=keep)]
         best_fn = None
@@ -58,12 +59,15 @@ class Checkpointer:
             preservation_policy=AnyPreservationPolicy(policies), best_fn=best_fn,
             best_mode=mode if monitor is not None else "max", enable_async_checkpointing=async_save,
             create=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.StandardCheckpointHandler(),
+                    "meta": ocp.JsonCheckpointHandler()}  # known up front, so a new process reads metadata
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def save(self, step: int, state: Any, meta: Mapping, metrics: Mapping | None = None,
              extra: Any = None) -> None:
         """Save asynchronously under ``step``; ``metrics`` rank it for keep-best."""
-        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(dict(meta))}
+        items = {"state": ocp.args.StandardSave(state),
+                 "meta": ocp.args.JsonSave({**self.static_meta, **meta})}
         if extra is not None:
             items["extra"] = ocp.args.StandardSave(extra)
         ranked = None
@@ -86,23 +90,32 @@ class Checkpointer:
     def read_meta(self, step: int) -> dict:
         return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
-    def restore(self, step: int, abstract_state: Any, abstract_extra: Any = None) -> tuple[Any, dict, Any]:
-        """``(state, meta, extra)`` of ``step`` restored onto the shapes, dtypes and shardings of the
-        abstract targets; a checkpoint that does not fit raises with every mismatched path listed."""
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, Any]:
+        """``(state, meta, extra)`` of ``step`` restored onto the shapes, dtypes and shardings of
+        ``abstract_state`` (``extra`` onto its sharding, or None if the checkpoint has none); a
+        checkpoint that does not fit raises with every mismatched path listed."""
         saved = self.manager.item_metadata(step)
         problems = _mismatches(abstract_state, _tree_of(saved, "state"))
         if problems:
             raise ValueError(f"Checkpoint {self.directory}/{step} does not fit this model/optimizer:\n  "
                              + "\n  ".join(problems))
         items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
-        if abstract_extra is not None:
-            items["extra"] = ocp.args.StandardRestore(abstract_extra)
+        extra_tree = _tree_of(saved, "extra") if "extra" in _item_names(saved) else None
+        if extra_tree is not None:
+            sharding = jax.tree.leaves(abstract_state)[0].sharding
+            items["extra"] = ocp.args.StandardRestore(jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), extra_tree))
         out = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return out["state"], dict(out["meta"]), out.get("extra") if abstract_extra is not None else None
+        return out["state"], dict(out["meta"]), out["extra"] if extra_tree is not None else None
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _item_names(metadata: Any) -> list[str]:
+    return [k for k, v in (metadata.items() if isinstance(metadata, Mapping) else vars(metadata).items())
+            if v is not None]
 
 
 def _tree_of(metadata: Any, item: str) -> Any:

@@ -170,7 +170,7 @@ def mean_squared_logarithmic_error(y_true: ArrayLike, y_pred: ArrayLike) -> jax.
 
 
 def log_cosh(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
-    """``mean(log(cosh(y_pred - y_true)), axis=-1)``, computed as ``x + softplus(-2x) - log 2`` (no overflow)."""
+    """``mean(log(cosh(y_pred - y_true)), axis=-1)``, as ``x + softplus(-2x) - log 2`` (no overflow)."""
     def logcosh(t: jax.Array, p: jax.Array) -> jax.Array:
         x = p - t
         return x + jax.nn.softplus(-2.0 * x) - jnp.log(2.0).astype(x.dtype)
@@ -252,13 +252,13 @@ def sparse_categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike, from_l
 
 def _sparse_categorical_valid_mask(y_true: ArrayLike, y_pred: ArrayLike, from_logits: bool = False,
                                    ignore_class: int | None = None, axis: int = -1) -> jax.Array | None:
-    """Positions whose label is not ``ignore_class`` (None when nothing is ignored)."""
+    """Positions whose label is not ``ignore_class`` (None when nothing is ignored); takes the loss' arguments."""
     name = "sparse_categorical_crossentropy"
     _check_ignore_class(name, ignore_class)
     y_pred = jnp.asarray(y_pred)
     axis = _canonical_axis(name, axis, y_pred.ndim)
-    return _sparse_valid(_sparse_labels(name, y_true, y_pred, axis, "categorical_crossentropy"),
-                         ignore_class)
+    labels = _sparse_labels(name, y_true, y_pred, axis, "categorical_crossentropy").astype(jnp.int32)
+    return _sparse_valid(labels, ignore_class)
 
 
 sparse_categorical_crossentropy.valid_mask = _sparse_categorical_valid_mask  # type: ignore[attr-defined]
@@ -410,7 +410,8 @@ def get(identifier: str | LossFn, **options: Any) -> LossFn:
 
 
 def name_of(identifier: str | LossFn) -> str:
-    """The canonical registered name of a loss (a string passes through; ``functools.partial`` is seen through)."""
+    """A loss' name for configs and logs: a string as given, else the name it was registered under
+    (``functools.partial`` is seen through) or the function's ``__name__``."""
     return _name_of(REGISTRY, identifier)
 
 
@@ -419,7 +420,10 @@ def name_of(identifier: str | LossFn) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def _broadcast_leading(x: jax.Array, shape: tuple[int, ...], what: str) -> jax.Array:
-    """``x`` (shape a prefix of ``shape``, e.g. ``(batch,)``, or ``(batch, 1)`` for ``(batch,)``) broadcast to ``shape``."""
+    """``x`` broadcast to ``shape`` from the leading axes.
+
+    ``x.shape`` is a leading part of ``shape`` (e.g. ``(batch,)``), or ``(batch, 1)`` for ``(batch,)``.
+    """
     if x.ndim == len(shape) + 1 and x.shape[-1] == 1:
         x = jnp.squeeze(x, -1)
     if x.ndim > len(shape) or x.shape != shape[:x.ndim]:

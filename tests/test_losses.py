@@ -250,9 +250,11 @@ def test_register_decorator_and_duplicate_names():
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call,error,match", [
-    (lambda: losses.categorical_crossentropy(LABELS, PROBS), ValueError, "use 'sparse_categorical_crossentropy'"),
+    (lambda: losses.categorical_crossentropy(LABELS, PROBS), ValueError,
+     "use 'sparse_categorical_crossentropy'"),
     (lambda: losses.categorical_crossentropy(LABELS[:, None], PROBS), ValueError, "sparse_categorical"),
-    (lambda: losses.sparse_categorical_crossentropy(ONEHOT, PROBS), ValueError, "use 'categorical_crossentropy'"),
+    (lambda: losses.sparse_categorical_crossentropy(ONEHOT, PROBS), ValueError,
+     "use 'categorical_crossentropy'"),
     (lambda: losses.sparse_categorical_crossentropy(LABELS[:3], PROBS), ValueError, r"shape \(4,\)"),
     (lambda: losses.categorical_crossentropy(ONEHOT, PROBS, label_smoothing=1.5), ValueError, r"\[0, 1\]"),
     (lambda: losses.binary_crossentropy(BIN_T, BIN_P, label_smoothing=-0.1), ValueError, "label_smoothing"),
@@ -324,7 +326,8 @@ def test_compute_loss_excludes_ignored_class_and_padded_rows():
     np.testing.assert_allclose(ignored, (per_sample[0] + per_sample[3]) / 2, rtol=1e-5)
     bound = losses.get("sparse_categorical_crossentropy", ignore_class=1)
     np.testing.assert_array_equal(losses.valid_mask(bound, labels, PROBS), [True, False, False, True])
-    padded = jax.jit(functools.partial(losses.compute_loss, bound))(labels, PROBS, mask=jnp.array([1, 1, 1, 0]))
+    masked_loss = jax.jit(functools.partial(losses.compute_loss, bound))
+    padded = masked_loss(labels, PROBS, mask=jnp.array([1, 1, 1, 0]))
     np.testing.assert_allclose(padded, per_sample[0], rtol=1e-5)
     assert losses.valid_mask("mse", REG_T, REG_P) is None
 

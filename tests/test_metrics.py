@@ -66,7 +66,8 @@ def test_accuracy_picks_its_kind_from_static_shapes(true_shape, pred_shape, kind
 
 
 def test_accuracy_dispatches_to_the_picked_metric():
-    np.testing.assert_array_equal(metrics.accuracy(LABELS, PROBS), metrics.sparse_categorical_accuracy(LABELS, PROBS))
+    np.testing.assert_array_equal(metrics.accuracy(LABELS, PROBS),
+                                  metrics.sparse_categorical_accuracy(LABELS, PROBS))
     np.testing.assert_array_equal(metrics.accuracy(ONEHOT, PROBS), metrics.categorical_accuracy(ONEHOT, PROBS))
     binary_pred = PROBS[:, :1] * 2
     np.testing.assert_array_equal(metrics.accuracy(LABELS % 2, binary_pred), [0, 1, 0, 0])
@@ -192,7 +193,8 @@ def test_every_metric_matches_keras():
     mask = np.array([1, 1, 0, 1, 1, 1, 0, 1], np.float32)
     cases = [  # (name, y_true, y_pred, Keras metric built from its name, or None for compile's own)
         ("accuracy", labels, probs, None), ("accuracy", labels[:, None], probs, None),
-        ("accuracy", onehot, probs, None), ("accuracy", binary, sigm, None), ("acc", binary[:, 0], sigm, None),
+        ("accuracy", onehot, probs, None), ("accuracy", binary, sigm, None),
+        ("acc", binary[:, 0], sigm, None),
         ("binary_accuracy", binary, sigm, None), ("categorical_accuracy", onehot, probs, None),
         ("sparse_categorical_accuracy", labels, probs, None),
         ("top_k_categorical_accuracy", onehot, probs, None),

@@ -20,16 +20,16 @@ from fluxnet.data.image_folder import ImageFolder
 from fluxnet.data.imbalance import class_weights_balanced, oversample_indices
 from fluxnet.data.load import load_dataset
 from fluxnet.data.prefetch import Prefetcher
-from fluxnet.data.preprocess import (Preprocessing, Preprocessor, channel_stats, fit_preprocessor, normalize,
-                                     preprocess_splits, rescale, resize)
+from fluxnet.data.preprocess import (Preprocessing, Preprocessor, channel_stats, fit_preprocessor,
+                                     normalize, preprocess_splits, rescale, resize)
 from fluxnet.data.sources import BUNDLED, DatasetNotPreparedError, open_dataset, read_split
-from fluxnet.data.splits import (DEFAULT_SPLITS, DatasetMetadata, DatasetSplits, Split, fraction_split_indices,
-                                 split_spec_arg)
+from fluxnet.data.splits import (DEFAULT_SPLITS, DatasetMetadata, DatasetSplits, Split,
+                                 fraction_split_indices, split_spec_arg)
 
 __all__ = [
-    "BUNDLED", "BatchIterator", "DEFAULT_SPLITS", "DatasetMetadata", "DatasetNotPreparedError", "DatasetSplits",
-    "Digits", "ImageFolder", "Prefetcher", "Preprocessing", "Preprocessor", "Split", "channel_stats",
-    "check_labels", "class_weights_balanced", "fit_preprocessor", "fraction_split_indices", "load_dataset",
-    "normalize", "num_batches", "open_dataset", "oversample_indices", "preprocess_splits", "read_split",
-    "rescale", "resize", "split_spec_arg", "validate", "validate_splits",
+    "BUNDLED", "BatchIterator", "DEFAULT_SPLITS", "DatasetMetadata", "DatasetNotPreparedError",
+    "DatasetSplits", "Digits", "ImageFolder", "Prefetcher", "Preprocessing", "Preprocessor", "Split",
+    "channel_stats", "check_labels", "class_weights_balanced", "fit_preprocessor", "fraction_split_indices",
+    "load_dataset", "normalize", "num_batches", "open_dataset", "oversample_indices", "preprocess_splits",
+    "read_split", "rescale", "resize", "split_spec_arg", "validate", "validate_splits",
 ]

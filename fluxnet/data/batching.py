@@ -23,7 +23,7 @@ from fluxnet.data.imbalance import oversample_indices
 
 
 def num_batches(n: int, batch_size: int, drop_remainder: bool) -> int:
-    """Batches in an epoch of ``n`` examples: ``n // batch_size``, plus a padded partial one unless dropped."""
+    """Batches in an epoch of ``n`` examples: ``n // batch_size``, plus a partial one unless dropped."""
     return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
@@ -55,16 +55,17 @@ class BatchIterator:
         if self.batch_size == 0:
             raise ValueError("batch_size must be positive, got 0.")
         self.seed = _non_negative_int(seed, "seed")
-        self.shuffle, self.drop_remainder, self.oversample = bool(shuffle), bool(drop_remainder), bool(oversample)
+        self.shuffle, self.drop_remainder = bool(shuffle), bool(drop_remainder)
+        self.oversample = bool(oversample)
         if oversample:
             _, counts = np.unique(self.labels, return_counts=True)
             self.examples_per_epoch = int(counts.max()) * counts.size
         else:
             self.examples_per_epoch = self.images.shape[0]
         self.steps_per_epoch = num_batches(self.examples_per_epoch, self.batch_size, self.drop_remainder)
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"{self.examples_per_epoch} examples make no batch of batch_size {self.batch_size}"
-                             f"{' with drop_remainder=True' if self.drop_remainder else ''}.")
+        if self.steps_per_epoch == 0:      # only possible with drop_remainder
+            raise ValueError(f"{self.examples_per_epoch} examples make no batch of batch_size "
+                             f"{self.batch_size} with drop_remainder=True.")
         self.epoch = self.step = 0
 
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -98,5 +99,6 @@ class BatchIterator:
         if self.labels is not None:
             arrays["label"] = self.labels[indices]
         if pad:
-            arrays = {k: np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) for k, a in arrays.items()}
+            arrays = {k: np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
+                      for k, a in arrays.items()}
         return {**arrays, "mask": np.arange(self.batch_size) < real}

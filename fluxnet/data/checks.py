@@ -16,14 +16,16 @@ def check_labels(labels: np.ndarray, num_classes: int, *, split: str = "train") 
     """``labels`` as a 1-D integer array with every value in [0, num_classes); else a clear error."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
-        raise ValueError(f"{split} labels must be one class id per example (1-D), got shape {labels.shape}.")
+        raise ValueError(f"{split} labels must be one class id per example (1-D), "
+                         f"got shape {labels.shape}.")
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"{split} labels must be integer class ids, got dtype {labels.dtype}.")
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         shown = ", ".join(f"label {labels[i]} at index {i}" for i in bad[:_SHOWN])
         raise ValueError(f"{split} labels must lie in [0, {num_classes}) for {num_classes} classes: "
-                         f"{bad.size} of {labels.size} are outside ({shown}{', ...' if bad.size > _SHOWN else ''}).")
+                         f"{bad.size} of {labels.size} are outside "
+                         f"({shown}{', ...' if bad.size > _SHOWN else ''}).")
     return labels
 
 
@@ -36,8 +38,8 @@ def validate(images: np.ndarray, labels: np.ndarray, num_classes: int,
         raise ValueError(f"The {split} split is empty (0 examples).")
     labels = np.asarray(labels)
     if labels.shape != images.shape[:1]:
-        raise ValueError(f"The {split} split has {images.shape[0]} images but labels of shape {labels.shape}; "
-                         f"expected one label per image, shape {images.shape[:1]}.")
+        raise ValueError(f"The {split} split has {images.shape[0]} images but labels of shape "
+                         f"{labels.shape}; expected one label per image, shape {images.shape[:1]}.")
     expected = tuple(input_shape)
     shape = images.shape[1:]
     if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):

@@ -6,7 +6,8 @@ import os
 from fluxnet.data.image_folder import ImageFolder
 from fluxnet.data.images import image_size_arg
 from fluxnet.data.sources import class_names, open_dataset, read_split
-from fluxnet.data.splits import DatasetMetadata, DatasetSplits, Split, SplitSpec, fraction_split_indices, split_spec_arg
+from fluxnet.data.splits import (DatasetMetadata, DatasetSplits, Split, SplitSpec, fraction_split_indices,
+                                 split_spec_arg)
 
 
 def load_dataset(name: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,

@@ -8,7 +8,8 @@ before handing out the current one overlaps their transfer with the current step
 
 The wrapper reads ahead of its source, so the source's own position (``BatchIterator.state()``) runs
 ``size`` batches ahead; ``Prefetcher.state()`` is the source's position as of the last batch handed
-out, which is what a checkpoint should record.
+out, which is what a checkpoint should record. After stopping early, ``source.restore(prefetcher.state())``
+puts back the batches that were read ahead but never handed out.
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ class Prefetcher:
     def state(self) -> dict[str, int]:
         """The source's position as of the last batch handed out (for sources with ``state()``)."""
         if not callable(getattr(self.batches, "state", None)):
-            raise TypeError(f"The prefetched source ({type(self.batches).__name__}) has no state() to report.")
+            raise TypeError(f"The prefetched source ({type(self.batches).__name__}) has no state() "
+                            "to report.")
         return self._source_state() if self._state is None else self._state
 
     def __iter__(self) -> Iterator[Any]:

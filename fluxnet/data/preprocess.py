@@ -38,7 +38,7 @@ def resize(images: jax.Array | np.ndarray, image_size: tuple[int, int], interpol
     shape = (images.shape[0], *image_size, images.shape[-1])
     if shape == images.shape:
         return images
-    method = "linear" if interpolation == "bilinear" else "cubic" if interpolation == "bicubic" else interpolation
+    method = {"bilinear": "linear", "bicubic": "cubic"}.get(interpolation, interpolation)   # jax's names
     return jax.image.resize(images, shape, method=method, antialias=antialias)
 
 

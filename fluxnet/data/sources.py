@@ -61,7 +61,8 @@ def open_dataset(name: str | os.PathLike, *, data_dir: str | os.PathLike | None 
     try:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        hint = closest(name.split(":")[0].split("/")[0], [*BUNDLED.names(), *tfds.list_builders(with_community_datasets=False)])
+        known = [*BUNDLED.names(), *tfds.list_builders(with_community_datasets=False)]
+        hint = closest(name.split(":")[0].split("/")[0], known)
         raise ValueError(
             f"Unknown data set {name!r}: not a bundled data set ({', '.join(BUNDLED.names())}), not an "
             "existing directory of class sub-folders, and not a tensorflow-datasets name."

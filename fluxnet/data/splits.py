@@ -81,7 +81,8 @@ class DatasetSplits:
         """The same splits with ``fn`` applied to every split's images (test included)."""
         mapped = {n: Split(np.asarray(fn(s.images)), s.labels) for n, s in self.items(include_test=True)}
         shape = tuple(mapped["train"].images.shape[1:])
-        return dataclasses.replace(self, **mapped, metadata=dataclasses.replace(self.metadata, image_shape=shape))
+        metadata = dataclasses.replace(self.metadata, image_shape=shape)
+        return dataclasses.replace(self, **mapped, metadata=metadata)
 
 
 def split_spec_arg(splits: SplitSpec | None) -> dict[str, str | float | None]:
@@ -130,6 +131,7 @@ def fraction_split_indices(labels: np.ndarray, fractions: Mapping[str, float], *
                                                 stratify=labels[remaining] if stratify else None)
         except ValueError as err:
             raise ValueError(f"Cannot carve a stratified {name} split of {size} examples from "
-                             f"{remaining.size}: {err} Pass stratify=False, or use larger fractions.") from None
+                             f"{remaining.size}: {err} Pass stratify=False, or use larger fractions."
+                             ) from None
         pieces[name] = np.sort(piece)
     return {"train": np.sort(remaining), **pieces}

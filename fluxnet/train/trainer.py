@@ -88,6 +88,14 @@ class Trainer:
         every leaf owns its buffer (the train step donates them)."""
         return jax.jit(self._init, out_shardings=sharding.replicated(self.mesh))(rng)
 
+    def with_variables(self, state: TrainState, variables: Mapping) -> TrainState:
+        """``state`` with its model variables replaced (e.g. a pretrained backbone's) and a fresh
+        optimizer state for them."""
+        params = variables["params"]
+        new = state.replace(params=params, model_state={k: v for k, v in variables.items() if k != "params"},
+                            opt_state=self.tx.init(params))
+        return sharding.replicate(jax.tree.map(jnp.copy, new), self.mesh)  # own buffers: steps donate them
+
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of ``init``'s result (a checkpoint restore target)."""
         repl = sharding.replicated(self.mesh)

@@ -1,0 +1,36 @@
+"""The main job: the review's CNN on the bundled digits (8x8 grey images, 10 classes), offline.
+
+    fluxnet train configs/digits_cnn.py [key=value ...] [--workdir DIR]
+"""
+from ml_collections import ConfigDict
+
+
+def get_config() -> ConfigDict:
+    config = ConfigDict()
+    config.seed = 0
+    config.data = ConfigDict({
+        "name": "digits",                 # bundled; or a tfds name (mnist, cifar10, ...) or an image folder
+        "data_dir": None,                 # tfds data dir; None: tfds' default
+        "splits": {"train": "train", "validation": 0.15, "test": 0.2},  # fractions of train, or tfds strings
+        "stratify": True,
+        "image_size": None,               # (height, width) to resize to; None keeps the data set's size
+        "preprocess": {"rescale": 1 / 255, "normalize": False},
+    })
+    config.model = ConfigDict({
+        "name": "cnn",                    # mlp | cnn | resnet
+        "cnn": {"filters": (32, 64), "dense_units": 128, "dropout": 0.3, "batch_norm": True},
+    })
+    config.loss = ConfigDict({"name": "sparse_categorical_crossentropy", "from_logits": True})
+    config.metrics = ("accuracy",)
+    config.optimizer = ConfigDict({"name": "adam", "learning_rate": 2e-3, "schedule": "cosine",
+                                   "weight_decay": None, "clipnorm": None})
+    config.train = ConfigDict({
+        "epochs": 25,
+        "batch_size": 32,
+        "class_weight": None,             # None | "balanced" | {class: weight}
+        "oversample": False,
+        "steps_per_execution": 1,
+        "early_stopping": {"monitor": "val_loss", "patience": 0, "restore_best_weights": True},  # 0: off
+        "checkpoint": {"keep": 2, "monitor": "val_accuracy"},
+    })
+    return config

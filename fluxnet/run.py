@@ -1,0 +1,230 @@
+"""Run directories: config -> data -> model -> trainer -> checkpoints -> report, resumable.
+
+``train(config, workdir)`` is what ``fluxnet train`` runs. A workdir holds ``config.json`` (the
+resolved config), ``model.json`` (the architecture), ``checkpoints/`` (orbax), ``metrics.jsonl``,
+TensorBoard events in ``tensorboard/``, ``curves.png``, ``confusion_matrix.png`` and ``summary.json``.
+Running the same config on the same workdir resumes from the latest checkpoint; only a larger
+``train.epochs`` may differ, anything else fails before the workdir is touched.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from fluxnet import losses as losses_lib
+from fluxnet import optimizers
+from fluxnet.checkpoint import Checkpointer
+from fluxnet.config import apply_overrides, config_diff, load_config, load_saved_config, save_config
+from fluxnet.data import load_dataset, num_batches, preprocess_splits
+from fluxnet.models import Model, model_from_config
+from fluxnet.models.zoo import build_model
+from fluxnet.plots import confusion_matrix_plot, training_curves
+from fluxnet.train import EarlyStopping, MetricsLog, TensorBoard, Trainer
+from fluxnet.tune.baselines import baselines
+
+CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, METRICS_FILE = "config.json", "model.json", "summary.json", "metrics.jsonl"
+
+
+class ConfigMismatchError(ValueError):
+    """A workdir holds a run with another config."""
+
+
+def resolve_config(path: str | os.PathLike, overrides: list[str] = ()) -> ConfigDict:
+    """The config of a ``configs/`` file with ``key=value`` overrides applied."""
+    return apply_overrides(load_config(path), list(overrides))
+
+
+def _plain(value: Any) -> Any:
+    return value.to_dict() if hasattr(value, "to_dict") else value
+
+
+def prepare_data(config: ConfigDict):
+    """``(splits, preprocessor)``: the configured data set split and preprocessed (float32)."""
+    d = config.data
+    splits = load_dataset(d.name, data_dir=d.data_dir, splits=_plain(d.splits), seed=config.seed,
+                          stratify=d.stratify, image_size=d.image_size)
+    return preprocess_splits(splits, _plain(d.preprocess))
+
+
+def build_configured_model(config: ConfigDict, input_shape, num_classes: int) -> Model:
+    name = config.model.name
+    return build_model(name, input_shape, num_classes, **_plain(config.model.get(name, {})))
+
+
+def build_trainer(config: ConfigDict, model: Model, steps_per_epoch: int, optimizer: Any = None,
+                  augment: Any = None) -> Trainer:
+    """The Trainer a config describes (``optimizer``: an optax transform replacing the config's)."""
+    loss_cfg = dict(_plain(config.loss))
+    loss = losses_lib.get(loss_cfg.pop("name"), **loss_cfg)
+    if optimizer is None:
+        optimizer = optimizers.build_optimizer(_plain(config.optimizer),
+                                               total_steps=max(1, config.train.epochs * steps_per_epoch))
+    return Trainer(model, loss=loss, optimizer=optimizer, metrics=list(config.metrics), augment=augment,
+                   steps_per_execution=config.train.steps_per_execution)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("fluxnet", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_revision() -> str | None:
+    """The project's git commit (with ``-dirty`` for uncommitted changes), or None outside a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if rev.returncode:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def check_workdir(config: ConfigDict, workdir: Path) -> None:
+    """Refuse a workdir that holds a run of another config (only ``train.epochs`` may change)."""
+    saved_path = workdir / CONFIG_FILE
+    if saved_path.exists():
+        diff = config_diff(load_saved_config(saved_path), config, ignore=("train.epochs",))
+        if diff:
+            lines = "\n  ".join(f"{k}: {old!r} (saved) -> {new!r}" for k, old, new in diff)
+            raise ConfigMismatchError(
+                f"{workdir} holds a run with a different config; nothing was changed. Differing keys:\n  "
+                f"{lines}\nUse another --workdir, or the saved config (only train.epochs may grow).")
+
+
+def _callbacks(config: ConfigDict, workdir: Path) -> list:
+    cbs = [MetricsLog(str(workdir / METRICS_FILE)), TensorBoard(str(workdir / "tensorboard"))]
+    es = _plain(config.train.early_stopping)
+    if es and es.get("patience"):
+        cbs.append(EarlyStopping(**es))
+    return cbs
+
+
+def _stopped_early(meta: Mapping | None) -> bool:
+    states = (meta or {}).get("callbacks", {})
+    return any(k.endswith(":EarlyStopping") and v.get("stopped_epoch", 0) > 0 for k, v in states.items())
+
+
+def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits, *, verbose: int = 1,
+            optimizer: Any = None, augment: Any = None, init_variables: Any = None,
+            extra_summary: Mapping | None = None) -> dict:
+    """Train ``model`` on ``splits`` into ``workdir`` (resuming if it holds a checkpoint), evaluate on
+    the test split and write the report. Shared by ``train``, ``pretrain`` and ``transfer``."""
+    workdir = Path(workdir)
+    check_workdir(config, workdir)
+    train, val, test = splits.train, splits.validation, splits.test
+    steps_per_epoch = num_batches(len(train), config.train.batch_size, True)
+    trainer = build_trainer(config, model, steps_per_epoch, optimizer, augment)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ck = _plain(config.train.checkpoint)
+    monitor = ck.get("monitor") if val is not None else None
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=ck.get("keep", 2), monitor=monitor,
+                                meta={"model_config": model.get_config()})
+    state = trainer.init(jax.random.key(config.seed))
+    if init_variables is not None:
+        state = trainer.with_variables(state, init_variables)
+    resume = None
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        state, resume, arrays = checkpointer.restore(latest, trainer.abstract_state())
+        resume["arrays"] = arrays
+        if verbose:
+            print(f"Resuming {workdir} from epoch {int(state.epoch)}.")
+    save_config(config, workdir / CONFIG_FILE)
+    (workdir / MODEL_FILE).write_text(json.dumps(model.get_config(), indent=1))
+    callbacks = _callbacks(config, workdir)
+    callbacks[0].truncate(int(state.epoch))
+    base = baselines(train.images, train.labels, test.images, test.labels, seed=config.seed)
+    if verbose:
+        print(f"Baselines on the test split: majority {base['majority']:.4f}, "
+              f"logistic regression {base['logistic_regression']:.4f}")
+    remaining = 0 if _stopped_early(resume) else max(0, config.train.epochs - int(state.epoch))
+    state, history = trainer.fit(
+        state, train, epochs=remaining, batch_size=config.train.batch_size, validation_data=val,
+        verbose=verbose, callbacks=callbacks, class_weight=_plain(config.train.class_weight),
+        oversample=config.train.oversample, seed=config.seed, checkpointer=checkpointer, resume=resume)
+    checkpointer.close()
+    test_metrics = trainer.evaluate(state, test, batch_size=256)
+    if verbose:
+        print("Test: " + " - ".join(f"{k}: {v:.4f}" for k, v in test_metrics.items())
+              + f" (baseline accuracy {base['accuracy']:.4f})")
+    if history.history:
+        training_curves(history.history, str(workdir / "curves.png"))
+    predictions = trainer.predict(state, test.images).argmax(-1)
+    confusion_matrix_plot(test.labels, predictions, splits.metadata.class_names,
+                          str(workdir / "confusion_matrix.png"))
+    counts = model.param_counts()
+    summary = {"test": test_metrics, "baseline": base, "epochs_completed": int(state.epoch),
+               "steps": int(state.step), "history": history.history,
+               "trainable_params": counts["trainable"], "non_trainable_params": counts["non_trainable"],
+               "data": {"name": splits.metadata.name, "train": len(train), "validation": len(val) if val else 0,
+                        "test": len(test)},
+               "versions": versions(), "git_revision": git_revision(), "devices": len(trainer.mesh.devices.ravel()),
+               **(extra_summary or {})}
+    tmp = workdir / (SUMMARY_FILE + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, workdir / SUMMARY_FILE)
+    return summary
+
+
+def train(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1) -> dict:
+    """``fluxnet train``: the configured model on the configured data, with a run directory."""
+    check_workdir(config, Path(workdir))
+    splits, _ = prepare_data(config)
+    model = build_configured_model(config, splits.metadata.image_shape, splits.metadata.num_classes)
+    if verbose:
+        model.summary()
+    return fit_run(config, workdir, model, splits, verbose=verbose)
+
+
+def _restore_variables(workdir: Path, best: bool):
+    config = load_saved_config(workdir / CONFIG_FILE)
+    model = model_from_config(json.loads((workdir / MODEL_FILE).read_text()))
+    trainer = build_trainer(config, model, steps_per_epoch=1)
+    checkpointer = Checkpointer(workdir / "checkpoints", monitor=_plain(config.train.checkpoint).get("monitor"))
+    step = checkpointer.best_step() if best else checkpointer.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{workdir} has no checkpoint to load.")
+    state, _, _ = checkpointer.restore(step, trainer.abstract_state())
+    checkpointer.close()
+    return config, model, trainer, state
+
+
+def load_run(workdir: str | os.PathLike, best: bool = False) -> tuple[Model, dict]:
+    """``(model, variables)`` of a run directory: the recorded architecture with the latest (or, with
+    ``best=True``, the best) checkpoint's variables."""
+    _, model, _, state = _restore_variables(Path(workdir), best)
+    return model, jax.device_get(state.variables)
+
+
+def evaluate_run(workdir: str | os.PathLike, split: str = "test", best: bool = False) -> dict[str, float]:
+    """``fluxnet evaluate``: a run's checkpoint on one split of its configured data."""
+    config, model, trainer, state = _restore_variables(Path(workdir), best)
+    splits, _ = prepare_data(config)
+    data = getattr(splits, split, None) if split in ("train", "validation", "test") else None
+    if data is None:
+        raise ValueError(f"Split {split!r} is not in this run's data; choose train, validation or test.")
+    return trainer.evaluate(state, data)
+
+
+def baseline_report(config: ConfigDict) -> dict:
+    """``fluxnet baseline``: majority-class and logistic-regression accuracy on the test split."""
+    splits, _ = prepare_data(config)
+    return baselines(splits.train.images, splits.train.labels, splits.test.images, splits.test.labels,
+                     seed=config.seed)

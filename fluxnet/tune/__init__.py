@@ -1,0 +1,1 @@
+"""Experiments around training: baselines (and, as they land, sweeps, search, cross-validation)."""
