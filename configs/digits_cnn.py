@@ -30,6 +30,7 @@ def get_config() -> ConfigDict:
         "class_weight": None,             # None | "balanced" | {class: weight}
         "oversample": False,
         "steps_per_execution": 1,
+        "parallel": "sharding",           # sharding (jit over a device mesh) | pmap
         "early_stopping": {"monitor": "val_loss", "patience": 0, "restore_best_weights": True},  # 0: off
         "checkpoint": {"keep": 2, "monitor": "val_accuracy"},
     })

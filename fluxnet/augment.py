@@ -160,11 +160,24 @@ def _zoom_matrix(zoom_x: jax.Array, zoom_y: jax.Array, height: int, width: int) 
                           0.0, zoom_y, (height - 1) / 2.0 * (1.0 - zoom_y))
 
 
-def _random_span(key: jax.Array, length: int, fraction: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """A random [start, end) of ``fraction * length`` pixels inside [0, length) (Keras' crop bounds)."""
+def _uniforms(key: jax.Array, bounds: list[tuple[float, float]]) -> jax.Array:
+    """One uniform draw per (low, high) pair, from one random call (each call costs compile time)."""
+    lows, highs = (jnp.asarray(values, jnp.float32) for values in zip(*bounds))
+    return lows + (highs - lows) * jax.random.uniform(key, (len(bounds),))
+
+
+def _span(u: jax.Array, length: int, fraction: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """[start, end) of ``fraction * length`` pixels at relative position u in [0, 1) (Keras' bounds)."""
     span = fraction * length
-    start = jax.random.uniform(key, jnp.shape(fraction)) * (length - span)
+    start = u * (length - span)
     return start, start + span
+
+
+def _symmetric_beta(key: jax.Array, alpha: jax.Array | float, n: int) -> jax.Array:
+    """n draws of Beta(alpha, alpha) as sigmoid(log G1 - log G2), G ~ Gamma(alpha): one sampler
+    call (half of ``jax.random.beta``'s compile time), stable for tiny alpha."""
+    log_gammas = jax.random.loggamma(key, alpha, (2, n))
+    return jax.nn.sigmoid(log_gammas[0] - log_gammas[1])
 
 
 def _box_mask(height: int, width: int, x0, x1, y0, y1) -> jax.Array:
@@ -240,18 +253,19 @@ class _AffineOp(ImageOp):
         _check_choice(name, "interpolation", self.interpolation, INTERPOLATIONS)
         if not _is_number(self.fill_value):
             raise TypeError(f"{name}: `fill_value` must be a number; got {self.fill_value!r}.")
-        self._validate_factors()
+        self.ranges()
 
     @abc.abstractmethod
-    def _validate_factors(self) -> None:
-        """Check the op's factor arguments."""
+    def ranges(self) -> list[tuple[float, float]]:
+        """The (low, high) range of each random parameter (validates the factor arguments)."""
 
     @abc.abstractmethod
-    def matrix(self, key: jax.Array, height: int, width: int) -> jax.Array:
-        """The random output-to-input 3x3 matrix for one example."""
+    def matrix(self, u: jax.Array, height: int, width: int) -> jax.Array:
+        """The output-to-input 3x3 matrix for parameters ``u`` drawn from ``ranges()``."""
 
     def transform(self, key: jax.Array, image: jax.Array) -> jax.Array:
-        return affine_transform(image, self.matrix(key, image.shape[0], image.shape[1]),
+        u = _uniforms(key, self.ranges())
+        return affine_transform(image, self.matrix(u, image.shape[0], image.shape[1]),
                                 fill_mode=self.fill_mode, interpolation=self.interpolation,
                                 fill_value=self.fill_value)
 
@@ -305,11 +319,11 @@ class RandomFlip(ImageOp):
         _check_choice("RandomFlip", "mode", self.mode, FLIP_MODES)
 
     def transform(self, key: jax.Array, image: jax.Array) -> jax.Array:
-        key_h, key_v = jax.random.split(key)
+        flips = jax.random.bernoulli(key, 0.5, (2,))
         if self.mode != "vertical":
-            image = jnp.where(jax.random.bernoulli(key_h), image[:, ::-1], image)
+            image = jnp.where(flips[0], image[:, ::-1], image)
         if self.mode != "horizontal":
-            image = jnp.where(jax.random.bernoulli(key_v), image[::-1], image)
+            image = jnp.where(flips[1], image[::-1], image)
         return image
 
 
@@ -320,13 +334,11 @@ class RandomRotation(_AffineOp):
 
     factor: float | tuple[float, float]
 
-    def _validate_factors(self) -> None:
-        _bounds("RandomRotation", "factor", self.factor, -1.0, 1.0)
+    def ranges(self) -> list[tuple[float, float]]:
+        return [_bounds("RandomRotation", "factor", self.factor, -1.0, 1.0)]
 
-    def matrix(self, key: jax.Array, height: int, width: int) -> jax.Array:
-        lower, upper = _bounds("RandomRotation", "factor", self.factor, -1.0, 1.0)
-        turns = jax.random.uniform(key, minval=lower, maxval=upper)
-        return _rotation_matrix(turns * 2.0 * math.pi, height, width)
+    def matrix(self, u: jax.Array, height: int, width: int) -> jax.Array:
+        return _rotation_matrix(u[0] * 2.0 * math.pi, height, width)
 
 
 @register
@@ -341,20 +353,14 @@ class RandomZoom(_AffineOp):
     height_factor: float | tuple[float, float]
     width_factor: float | tuple[float, float] | None = None
 
-    def _validate_factors(self) -> None:
-        _bounds("RandomZoom", "height_factor", self.height_factor, -1.0, 1.0, open_low=True)
-        if self.width_factor is not None:
-            _bounds("RandomZoom", "width_factor", self.width_factor, -1.0, 1.0, open_low=True)
+    def ranges(self) -> list[tuple[float, float]]:
+        factors = {"height_factor": self.height_factor, "width_factor": self.width_factor}
+        return [_bounds("RandomZoom", name, factor, -1.0, 1.0, open_low=True)
+                for name, factor in factors.items() if factor is not None]
 
-    def matrix(self, key: jax.Array, height: int, width: int) -> jax.Array:
-        key_h, key_w = jax.random.split(key)
-        h_low, h_high = _bounds("RandomZoom", "height_factor", self.height_factor, -1.0, 1.0, True)
-        zoom_y = 1.0 + jax.random.uniform(key_h, minval=h_low, maxval=h_high)
-        zoom_x = zoom_y
-        if self.width_factor is not None:
-            w_low, w_high = _bounds("RandomZoom", "width_factor", self.width_factor, -1.0, 1.0, True)
-            zoom_x = 1.0 + jax.random.uniform(key_w, minval=w_low, maxval=w_high)
-        return _zoom_matrix(zoom_x, zoom_y, height, width)
+    def matrix(self, u: jax.Array, height: int, width: int) -> jax.Array:
+        # without width_factor, one draw serves both axes and keeps the aspect ratio
+        return _zoom_matrix(1.0 + u[-1], 1.0 + u[0], height, width)
 
 
 @register
@@ -365,17 +371,12 @@ class RandomTranslation(_AffineOp):
     height_factor: float | tuple[float, float]
     width_factor: float | tuple[float, float]
 
-    def _validate_factors(self) -> None:
-        _bounds("RandomTranslation", "height_factor", self.height_factor, -1.0, 1.0)
-        _bounds("RandomTranslation", "width_factor", self.width_factor, -1.0, 1.0)
+    def ranges(self) -> list[tuple[float, float]]:
+        return [_bounds("RandomTranslation", "height_factor", self.height_factor, -1.0, 1.0),
+                _bounds("RandomTranslation", "width_factor", self.width_factor, -1.0, 1.0)]
 
-    def matrix(self, key: jax.Array, height: int, width: int) -> jax.Array:
-        key_h, key_w = jax.random.split(key)
-        h_low, h_high = _bounds("RandomTranslation", "height_factor", self.height_factor, -1.0, 1.0)
-        w_low, w_high = _bounds("RandomTranslation", "width_factor", self.width_factor, -1.0, 1.0)
-        dy = jax.random.uniform(key_h, minval=h_low, maxval=h_high) * height
-        dx = jax.random.uniform(key_w, minval=w_low, maxval=w_high) * width
-        return _translation_matrix(dx, dy)
+    def matrix(self, u: jax.Array, height: int, width: int) -> jax.Array:
+        return _translation_matrix(u[1] * width, u[0] * height)
 
 
 @register
@@ -407,9 +408,8 @@ class RandomPadCrop(ImageOp):
 
     def transform(self, key: jax.Array, image: jax.Array) -> jax.Array:
         pad_h, pad_w = self._pads()
-        key_h, key_w = jax.random.split(key)
-        dy = jax.random.randint(key_h, (), -pad_h, pad_h + 1)
-        dx = jax.random.randint(key_w, (), -pad_w, pad_w + 1)
+        dy, dx = jax.random.randint(key, (2,), jnp.array([-pad_h, -pad_w]),
+                                    jnp.array([pad_h + 1, pad_w + 1]))
         return affine_transform(image, _translation_matrix(dx, dy), fill_mode=self.fill_mode,
                                 interpolation="nearest", fill_value=self.fill_value)
 
@@ -437,9 +437,8 @@ class RandomCrop(ImageOp):
         in_height, in_width, channels = image.shape
         if not (in_height > self.height and in_width > self.width):
             return self.evaluate(image)
-        key_h, key_w = jax.random.split(key)
-        top = jax.random.randint(key_h, (), 0, in_height - self.height + 1)
-        left = jax.random.randint(key_w, (), 0, in_width - self.width + 1)
+        top, left = jax.random.randint(key, (2,), 0, jnp.array([in_height - self.height + 1,
+                                                                in_width - self.width + 1]))
         return jax.lax.dynamic_slice(image, (top, left, 0), (self.height, self.width, channels))
 
     def evaluate(self, image: jax.Array) -> jax.Array:
@@ -467,9 +466,9 @@ class RandomBrightness(ImageOp):
         _value_range("RandomBrightness", self.value_range)
 
     def transform(self, key: jax.Array, image: jax.Array) -> jax.Array:
-        lower, upper = _bounds("RandomBrightness", "factor", self.factor, -1.0, 1.0)
         low, high = _value_range("RandomBrightness", self.value_range)
-        delta = jax.random.uniform(key, minval=lower, maxval=upper) * (high - low)
+        delta = _uniforms(key, [_bounds("RandomBrightness", "factor", self.factor, -1.0, 1.0)])[0]
+        delta = delta * (high - low)
         return jnp.clip(image + delta, low, high)
 
 
@@ -494,9 +493,8 @@ class RandomContrast(ImageOp):
         _value_range("RandomContrast", self.value_range)
 
     def transform(self, key: jax.Array, image: jax.Array) -> jax.Array:
-        c_low, c_high = self._range()
         low, high = _value_range("RandomContrast", self.value_range)
-        contrast = jax.random.uniform(key, minval=c_low, maxval=c_high)
+        contrast = _uniforms(key, [self._range()])[0]
         mean = jnp.mean(image, axis=(0, 1), keepdims=True)
         return jnp.clip((image - mean) * contrast + mean, low, high)
 
@@ -540,14 +538,13 @@ class RandomErasing(ImageOp):
 
     def transform(self, key: jax.Array, image: jax.Array) -> jax.Array:
         height, width = image.shape[0], image.shape[1]
-        scale_key, x_key, y_key, chance_key, apply_key, fill_key = jax.random.split(key, 6)
-        s_low, s_high = _bounds("RandomErasing", "scale", self.scale, 0.0, 1.0)
-        sides = jnp.sqrt(jax.random.uniform(scale_key, (2,), minval=s_low, maxval=s_high))
-        x0, x1 = _random_span(x_key, width, sides[0])
-        y0, y1 = _random_span(y_key, height, sides[1])
-        f_low, f_high = _bounds("RandomErasing", "factor", self.factor, 0.0, 1.0)
-        chance = jax.random.uniform(chance_key, minval=f_low, maxval=f_high)
-        erase = _box_mask(height, width, x0, x1, y0, y1) & (jax.random.uniform(apply_key) < chance)
+        key, fill_key = jax.random.split(key)
+        scale = _bounds("RandomErasing", "scale", self.scale, 0.0, 1.0)
+        chance = _bounds("RandomErasing", "factor", self.factor, 0.0, 1.0)
+        u = _uniforms(key, [scale, scale, (0.0, 1.0), (0.0, 1.0), chance, (0.0, 1.0)])
+        x0, x1 = _span(u[2], width, jnp.sqrt(u[0]))
+        y0, y1 = _span(u[3], height, jnp.sqrt(u[1]))
+        erase = _box_mask(height, width, x0, x1, y0, y1) & (u[5] < u[4])
         return jnp.where(erase, self._fill(fill_key, image), image)
 
 
@@ -567,7 +564,7 @@ class MixUp(BatchOp):
             raise ValueError(f"MixUp: `alpha` must be a positive number; got {self.alpha!r}.")
 
     def mix(self, key, images, partners):
-        weight = jax.random.beta(key, self.alpha, self.alpha, (images.shape[0],))
+        weight = _symmetric_beta(key, self.alpha, images.shape[0])
         w = weight[:, None, None, None]
         return w * images + (1 - w) * partners, weight
 
@@ -588,12 +585,12 @@ class CutMix(BatchOp):
 
     def mix(self, key, images, partners):
         batch, height, width = images.shape[:3]
-        alpha_key, lam_key, x_key, y_key = jax.random.split(key, 4)
-        lower, upper = _bounds("CutMix", "factor", self.factor, 0.0, 1.0)
-        alpha = jax.random.uniform(alpha_key, minval=lower, maxval=upper) + 1e-6
-        ratio = jnp.sqrt(1.0 - jax.random.beta(lam_key, alpha, alpha, (batch,)))
-        x0, x1 = _random_span(x_key, width, ratio)
-        y0, y1 = _random_span(y_key, height, ratio)
+        alpha_key, lam_key, span_key = jax.random.split(key, 3)
+        alpha = _uniforms(alpha_key, [_bounds("CutMix", "factor", self.factor, 0.0, 1.0)])[0] + 1e-6
+        ratio = jnp.sqrt(1.0 - _symmetric_beta(lam_key, alpha, batch))
+        u = jax.random.uniform(span_key, (2, batch))
+        x0, x1 = _span(u[0], width, ratio)
+        y0, y1 = _span(u[1], height, ratio)
         masks = jax.vmap(lambda *box: _box_mask(height, width, *box))(x0, x1, y0, y1)
         return jnp.where(masks, partners, images), 1.0 - jnp.mean(masks, axis=(1, 2, 3))
 

@@ -4,7 +4,8 @@ One checkpoint per saved epoch holds three items: ``state`` (the TrainState pytr
 statistics, optimizer state, step, epoch, rng), ``extra`` (arrays owned by callbacks, e.g.
 EarlyStopping's best weights) and ``meta`` (JSON: the data position, callback state, the model config).
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a process killed
-mid-save leaves the previous checkpoint as the latest one.
+mid-save leaves the previous checkpoint as the latest one; a writing ``Checkpointer`` removes such
+leftover folders when it opens, a ``read_only`` one (for loading and evaluating) never changes anything.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
+
+from fluxnet.train import faults
 
 
 def path_str(keypath: tuple) -> str:
@@ -39,10 +42,12 @@ def _mismatches(target: Any, saved: Any) -> list[str]:
 
 class Checkpointer:
     """``CheckpointManager`` in ``directory``: keeps the latest ``keep`` and the ``keep_best`` best by
-    ``monitor`` (``mode`` "min" or "max"; "auto" means max for accuracy-like names, else min)."""
+    ``monitor`` (``mode`` "min" or "max"; "auto" means max for accuracy-like names, else min).
+    ``read_only=True`` opens an existing directory for restoring only."""
 
     def __init__(self, directory: str | os.PathLike, keep: int = 2, monitor: str | None = "val_loss",
-                 mode: str = "auto", keep_best: int = 1, async_save: bool = True, meta: Mapping | None = None):
+                 mode: str = "auto", keep_best: int = 1, async_save: bool = True, meta: Mapping | None = None,
+                 read_only: bool = False):
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"Checkpointer mode must be 'auto', 'min' or 'max', got {mode!r}.")
         if mode == "auto" and monitor is not None:
@@ -58,9 +63,10 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=AnyPreservationPolicy(policies), best_fn=best_fn,
             best_mode=mode if monitor is not None else "max", enable_async_checkpointing=async_save,
-            create=True)
+            create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only)
+        meta_handler = _CrashingJsonHandler() if faults.armed("save") else ocp.JsonCheckpointHandler()
         handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.StandardCheckpointHandler(),
-                    "meta": ocp.JsonCheckpointHandler()}  # known up front, so a new process reads metadata
+                    "meta": meta_handler}  # known up front, so a new process reads metadata
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def save(self, step: int, state: Any, meta: Mapping, metrics: Mapping | None = None,
@@ -111,6 +117,23 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+class _CrashingJsonHandler(ocp.JsonCheckpointHandler):
+    """The ``meta`` handler under ``FLUXNET_CRASH_AT=save:E`` (``fluxnet.train.faults``): once epoch E's
+    meta is written into the checkpoint's temporary folder, a last commit future kills the process, so
+    orbax never finalises that checkpoint."""
+
+    async def async_save(self, directory, item=None, args=None):
+        futures = list(await super().async_save(directory, item, args) or [])
+        epoch = int((item if args is None else args.item)["epoch"])
+
+        async def crash():
+            for f in futures:
+                f.result()
+            faults.maybe_crash("save", epoch)
+
+        return [*futures, ocp.future.CommitFutureAwaitingContractedSignals(crash(), name="fluxnet_crash")]
 
 
 def _item_names(metadata: Any) -> list[str]:

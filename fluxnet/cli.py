@@ -5,7 +5,8 @@
     fluxnet summary CONFIG [key=value ...]
     fluxnet baseline CONFIG [key=value ...]
 
-Errors in configs, data or checkpoints end the command with a one-line message and exit code 2.
+Errors in configs, data or checkpoints end the command with a one-line message and exit code 2; a
+training loss that becomes NaN or inf ends it with exit code 1 (the last good checkpoint is kept).
 """
 from __future__ import annotations
 
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, DatasetNotPreparedError) as err:
         print(f"fluxnet {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:
+        print(f"fluxnet {args.command}: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

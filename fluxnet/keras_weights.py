@@ -160,12 +160,12 @@ def _plan(model: Model, file: h5py.File, source: str) -> list[_Slot]:
         return f" (Keras layer {name!r})" if name is not None else ""
 
     for slot in slots:
-        target = f"{slot.layer}/{slot.variable} ({slot.collection}, shape {format_shape(slot.shape)})"
+        target, shape = f"{slot.layer}/{slot.variable} ({slot.collection})", format_shape(slot.shape)
         if slot.path not in stored:
-            problems.append(f"missing: {slot.path} for {target}")
+            problems.append(f"missing: {slot.path} for {target}, shape {shape}")
         elif tuple(stored[slot.path].shape) != slot.shape:
             problems.append(f"shape mismatch: {slot.path}{keras_name(slot.path)} has shape "
-                            f"{format_shape(stored[slot.path].shape)}, {target} needs {format_shape(slot.shape)}")
+                            f"{format_shape(stored[slot.path].shape)}, {target} needs {shape}")
     for path in sorted(set(stored) - {slot.path for slot in slots}):
         problems.append(f"unexpected: {path}{keras_name(path)}, shape {format_shape(stored[path].shape)}, "
                         "is used by no layer of the model")

@@ -485,3 +485,19 @@ def compute_loss(loss: str | LossFn, y_true: ArrayLike, y_pred: ArrayLike,
     if own is not None:
         mask = own if mask is None else own & _broadcast_leading(jnp.asarray(mask) != 0, own.shape, "mask")
     return reduce_loss(per_sample, sample_weight, mask)
+
+
+def dense_equivalent(loss: str | LossFn) -> LossFn:
+    """The loss for one-hot/soft targets that matches ``loss``: a sparse categorical cross-entropy
+    becomes ``categorical_crossentropy`` with the same ``from_logits`` (MixUp/CutMix mix labels into
+    soft targets); any other loss is returned unchanged."""
+    fn, options = get(loss), {}
+    while isinstance(fn, functools.partial):
+        options = {**fn.keywords, **options}
+        fn = fn.func
+    if fn is not sparse_categorical_crossentropy:
+        return get(loss)
+    if options.get("ignore_class") is not None:
+        raise ValueError("sparse_categorical_crossentropy with ignore_class cannot train on mixed (soft) "
+                         "labels from MixUp/CutMix.")
+    return get("categorical_crossentropy", from_logits=options.get("from_logits", False))

@@ -4,7 +4,16 @@
 resolved config), ``model.json`` (the architecture), ``checkpoints/`` (orbax), ``metrics.jsonl``,
 TensorBoard events in ``tensorboard/``, ``curves.png``, ``confusion_matrix.png`` and ``summary.json``.
 Running the same config on the same workdir resumes from the latest checkpoint; only a larger
-``train.epochs`` may differ, anything else fails before the workdir is touched.
+``train.epochs`` may differ, anything else fails before the workdir is touched. A resumed run equals
+an uninterrupted one exactly (parameters, ``metrics.jsonl``, ``summary.json``), wherever the first one
+stopped: records of epochs after the restored checkpoint are cut from ``metrics.jsonl`` (and hidden
+in TensorBoard) and written again. Growing ``train.epochs`` continues the run; a learning-rate
+schedule whose length derives from ``train.epochs`` (``cosine`` without ``decay_steps``) is then
+stretched to the new length from the resume point on, so only a constant or fixed-length schedule
+makes the continued run equal one configured with the larger value from the start.
+
+Testing hook: ``FLUXNET_CRASH_AT=epoch:E`` or ``save:E`` kills the process (SIGKILL) halfway through
+epoch E or while its checkpoint is being written (``fluxnet.train.faults``), to test resuming.
 """
 from __future__ import annotations
 
@@ -13,6 +22,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -61,15 +71,17 @@ def build_configured_model(config: ConfigDict, input_shape, num_classes: int) ->
 
 
 def build_trainer(config: ConfigDict, model: Model, steps_per_epoch: int, optimizer: Any = None,
-                  augment: Any = None) -> Trainer:
-    """The Trainer a config describes (``optimizer``: an optax transform replacing the config's)."""
+                  augment: Any = None, param_groups: Mapping[str, str] | None = None) -> Trainer:
+    """The Trainer a config describes (``optimizer``: an optax transform, or one per parameter group
+    of ``param_groups``, replacing the config's)."""
     loss_cfg = dict(_plain(config.loss))
     loss = losses_lib.get(loss_cfg.pop("name"), **loss_cfg)
     if optimizer is None:
         optimizer = optimizers.build_optimizer(_plain(config.optimizer),
                                                total_steps=max(1, config.train.epochs * steps_per_epoch))
     return Trainer(model, loss=loss, optimizer=optimizer, metrics=list(config.metrics), augment=augment,
-                   steps_per_execution=config.train.steps_per_execution)
+                   steps_per_execution=config.train.steps_per_execution, param_groups=param_groups,
+                   parallel=config.train.get("parallel", "sharding"))
 
 
 def versions() -> dict[str, str]:
@@ -121,31 +133,66 @@ def _stopped_early(meta: Mapping | None) -> bool:
     return any(k.endswith(":EarlyStopping") and v.get("stopped_epoch", 0) > 0 for k, v in states.items())
 
 
+def _monitor(config: ConfigDict) -> str | None:
+    """The metric that ranks checkpoints (``train.checkpoint.monitor``); None without a validation split."""
+    has_validation = _plain(config.data.splits).get("validation") is not None
+    return _plain(config.train.checkpoint).get("monitor") if has_validation else None
+
+
+def _open_checkpoints(config: ConfigDict, workdir: Path, read_only: bool = True, meta: Mapping | None = None,
+                      monitor: str | None = None) -> Checkpointer:
+    ck = _plain(config.train.checkpoint)
+    return Checkpointer(workdir / "checkpoints", keep=ck.get("keep", 2), monitor=monitor, meta=meta,
+                        read_only=read_only)
+
+
+def _restore(trainer: Trainer, checkpointer: Checkpointer, step: int):
+    """``(state, meta)`` of checkpoint ``step``, with the callbacks' arrays in ``meta["arrays"]``."""
+    state, meta, arrays = checkpointer.restore(step, trainer.abstract_state())
+    return state, {**meta, "arrays": arrays}
+
+
+def _warn_if_schedule_stretched(config: ConfigDict, workdir: Path) -> None:
+    saved = workdir / CONFIG_FILE
+    if not saved.exists() or load_saved_config(saved).train.epochs == config.train.epochs:
+        return
+    schedule = _plain(config.optimizer.get("schedule"))
+    name = schedule.get("name") if isinstance(schedule, Mapping) else schedule
+    if name in ("cosine", "warmup_cosine") and not (isinstance(schedule, Mapping) and schedule.get("decay_steps")):
+        print(f"Note: train.epochs changed, so the {name!r} learning-rate schedule now spans "
+              f"{config.train.epochs} epochs from here on; set optimizer.schedule's decay_steps for a "
+              "schedule that does not depend on train.epochs.", file=sys.stderr)
+
+
 def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits, *, verbose: int = 1,
             optimizer: Any = None, augment: Any = None, init_variables: Any = None,
-            extra_summary: Mapping | None = None) -> dict:
+            param_groups: Mapping[str, str] | None = None, extra_summary: Mapping | None = None) -> dict:
     """Train ``model`` on ``splits`` into ``workdir`` (resuming if it holds a checkpoint), evaluate on
-    the test split and write the report. Shared by ``train``, ``pretrain`` and ``transfer``."""
+    the test split and write the report. Shared by ``train``, ``pretrain`` and ``transfer``.
+
+    Everything that can fail on a resume (the config, the checkpoint's fit to the model) is checked
+    before anything in the workdir is written."""
     workdir = Path(workdir)
     check_workdir(config, workdir)
     train, val, test = splits.train, splits.validation, splits.test
     steps_per_epoch = num_batches(len(train), config.train.batch_size, True)
-    trainer = build_trainer(config, model, steps_per_epoch, optimizer, augment)
-    workdir.mkdir(parents=True, exist_ok=True)
-    ck = _plain(config.train.checkpoint)
-    monitor = ck.get("monitor") if val is not None else None
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=ck.get("keep", 2), monitor=monitor,
-                                meta={"model_config": model.get_config()})
+    trainer = build_trainer(config, model, steps_per_epoch, optimizer, augment, param_groups)
     state = trainer.init(jax.random.key(config.seed))
     if init_variables is not None:
         state = trainer.with_variables(state, init_variables)
     resume = None
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        state, resume, arrays = checkpointer.restore(latest, trainer.abstract_state())
-        resume["arrays"] = arrays
-        if verbose:
-            print(f"Resuming {workdir} from epoch {int(state.epoch)}.")
+    if (workdir / "checkpoints").is_dir():
+        reader = _open_checkpoints(config, workdir)
+        latest = reader.latest_step()
+        if latest is not None:
+            state, resume = _restore(trainer, reader, latest)
+            if verbose:
+                print(f"Resuming {workdir} from epoch {int(state.epoch)}.")
+        reader.close()
+    _warn_if_schedule_stretched(config, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpointer = _open_checkpoints(config, workdir, read_only=False, meta={"model_config": model.get_config()},
+                                     monitor=_monitor(config))
     save_config(config, workdir / CONFIG_FILE)
     (workdir / MODEL_FILE).write_text(json.dumps(model.get_config(), indent=1))
     callbacks = _callbacks(config, workdir)
@@ -159,8 +206,13 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
         state, train, epochs=remaining, batch_size=config.train.batch_size, validation_data=val,
         verbose=verbose, callbacks=callbacks, class_weight=_plain(config.train.class_weight),
         oversample=config.train.oversample, seed=config.seed, checkpointer=checkpointer, resume=resume)
-    checkpointer.close()
     test_metrics = trainer.evaluate(state, test, batch_size=256)
+    best_step = checkpointer.best_step()
+    best = None
+    if best_step is not None:
+        best_state, _ = _restore(trainer, checkpointer, best_step)
+        best = {"epoch": best_step, "test": trainer.evaluate(best_state, test, batch_size=256)}
+    checkpointer.close()
     if verbose:
         print("Test: " + " - ".join(f"{k}: {v:.4f}" for k, v in test_metrics.items())
               + f" (baseline accuracy {base['accuracy']:.4f})")
@@ -171,7 +223,7 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
                           str(workdir / "confusion_matrix.png"))
     counts = model.param_counts()
     summary = {"test": test_metrics, "baseline": base, "epochs_completed": int(state.epoch),
-               "steps": int(state.step), "history": history.history,
+               "steps": int(state.step), "best_checkpoint": best, "history": history.history,
                "trainable_params": counts["trainable"], "non_trainable_params": counts["non_trainable"],
                "data": {"name": splits.metadata.name, "train": len(train), "validation": len(val) if val else 0,
                         "test": len(test)},
@@ -193,22 +245,37 @@ def train(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1) -> d
     return fit_run(config, workdir, model, splits, verbose=verbose)
 
 
+def _final_state(state, meta: Mapping, config: ConfigDict):
+    """The state a finished run ended with: with ``restore_best_weights`` EarlyStopping's best weights
+    (checkpointed with the last epoch), as ``fit`` returned them and ``summary.json`` evaluated them."""
+    finished = _stopped_early(meta) or meta["epoch"] >= config.train.epochs
+    arrays = meta.get("arrays") or {}
+    best = next((v for k, v in arrays.items() if k.endswith(":EarlyStopping")), None)
+    if not finished or best is None:
+        return state
+    return state.replace(params=best["params"], model_state={k: v for k, v in best.items() if k != "params"})
+
+
 def _restore_variables(workdir: Path, best: bool):
     config = load_saved_config(workdir / CONFIG_FILE)
     model = model_from_config(json.loads((workdir / MODEL_FILE).read_text()))
     trainer = build_trainer(config, model, steps_per_epoch=1)
-    checkpointer = Checkpointer(workdir / "checkpoints", monitor=_plain(config.train.checkpoint).get("monitor"))
+    if not (workdir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"{workdir} has no checkpoints/ to load.")
+    checkpointer = _open_checkpoints(config, workdir, monitor=_monitor(config))
     step = checkpointer.best_step() if best else checkpointer.latest_step()
     if step is None:
         raise FileNotFoundError(f"{workdir} has no checkpoint to load.")
-    state, _, _ = checkpointer.restore(step, trainer.abstract_state())
+    state, meta = _restore(trainer, checkpointer, step)
     checkpointer.close()
-    return config, model, trainer, state
+    return config, model, trainer, state if best else _final_state(state, meta, config)
 
 
 def load_run(workdir: str | os.PathLike, best: bool = False) -> tuple[Model, dict]:
-    """``(model, variables)`` of a run directory: the recorded architecture with the latest (or, with
-    ``best=True``, the best) checkpoint's variables."""
+    """``(model, variables)`` of a run directory: the recorded architecture with the latest checkpoint's
+    variables (those ``summary.json``'s ``test`` reports; for a finished run with EarlyStopping's
+    ``restore_best_weights``, its best weights), or with ``best=True`` the best checkpoint's by
+    ``train.checkpoint.monitor`` (``summary.json``'s ``best_checkpoint``)."""
     _, model, _, state = _restore_variables(Path(workdir), best)
     return model, jax.device_get(state.variables)
 

@@ -157,48 +157,59 @@ def test_resnet50_rejects_weights_of_another_head(keras_resnet):
 
 # ------------------------------------------------------------------------------------------- loader
 def _small_keras(keras):
-    """Branching graph whose Keras layer order differs from creation order; BN without beta."""
+    """Branches whose Keras order (by depth) differs from creation and depth-first order; BN without beta."""
     x = keras.Input((6, 6, 3))
     deep = keras.layers.Conv2D(5, 1)(x)
     deep = keras.layers.BatchNormalization(center=False)(deep)
     deep = keras.layers.Conv2D(4, 3, padding="same")(deep)
     wide = keras.layers.Conv2D(4, 1, use_bias=False)(x)
-    h = keras.layers.Add()([keras.layers.BatchNormalization()(deep), wide])
+    h = keras.layers.Add()([wide, keras.layers.BatchNormalization()(deep)])
     y = keras.layers.Dense(2)(keras.layers.Flatten()(h))
     return keras.Model(x, y)
 
 
 def _small_fluxnet(units=2, center=False):
     x = layers.Input((6, 6, 3))
-    wide = layers.Conv2D(4, 1, use_bias=False)(x)  # created first here, last in Keras: order comes from the graph
+    wide = layers.Conv2D(4, 1, use_bias=False)(x)  # created and reached first here, last in Keras' order
     deep = layers.Conv2D(5, 1)(x)
     deep = layers.BatchNormalization(center=center)(deep)
     deep = layers.Conv2D(4, 3, padding="same")(deep)
-    h = layers.Add()([layers.BatchNormalization()(deep), wide])
+    h = layers.Add()([wide, layers.BatchNormalization()(deep)])
     return fx.Model(x, layers.Dense(units)(layers.Flatten()(h)))
+
+
+def _sequential(module, units=2):
+    """The same Conv2D-BN-Dense stack in Keras (``module=keras``) or fluxnet (``module=fx``)."""
+    lib = module.layers
+    return module.Sequential([lib.Input((6, 6, 3)), lib.Conv2D(3, 3), lib.BatchNormalization(), lib.Flatten(),
+                              lib.Dense(units)])
 
 
 @pytest.fixture(scope="module")
 def small_keras(tmp_path_factory):
+    """Weights files of the Keras models above (non-trivial BN statistics), a batch and Keras' outputs."""
     keras = _keras()
-    model = _small_keras(keras)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.moving_variance.assign(np.linspace(0.5, 2.0, layer.moving_variance.shape[0]))
     folder = tmp_path_factory.mktemp("small")
-    model.save_weights(str(folder / "s.weights.h5"))
-    model.save(str(folder / "s.keras"))
     x = np.random.default_rng(2).normal(size=(3, 6, 6, 3)).astype(np.float32)
-    return {"folder": folder, "x": x, "y": np.asarray(model.predict(x, verbose=0))}
+    outputs = {}
+    for stem, model in [("s", _small_keras(keras)), ("seq", _sequential(keras))]:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.moving_variance.assign(np.linspace(0.5, 2.0, layer.moving_variance.shape[0]))
+        model.save_weights(str(folder / f"{stem}.weights.h5"))
+        model.save(str(folder / f"{stem}.keras"))
+        outputs[stem] = np.asarray(model.predict(x, verbose=0))
+    return {"folder": folder, "x": x, "y": outputs}
 
 
-@pytest.mark.parametrize("file", ["s.weights.h5", "s.keras"])
+@pytest.mark.parametrize("file", ["s.weights.h5", "s.keras", "seq.weights.h5"])
 def test_loader_matches_by_class_and_keras_order(small_keras, file):
-    model = _small_fluxnet()
+    model = _small_fluxnet() if file.startswith("s.") else _sequential(fx)
     variables = load_keras_weights(model, small_keras["folder"] / file)
-    assert set(variables["params"]["batch_normalization"]) == {"gamma"}
+    if file.startswith("s."):
+        assert set(variables["params"]["batch_normalization"]) == {"gamma"}
     y, _ = model.apply(variables, small_keras["x"])
-    np.testing.assert_allclose(np.asarray(y), small_keras["y"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y), small_keras["y"][file.split(".")[0]], rtol=1e-5, atol=1e-5)
 
 
 def test_loader_lists_every_mismatch(small_keras):
@@ -206,7 +217,7 @@ def test_loader_lists_every_mismatch(small_keras):
         load_keras_weights(_small_fluxnet(units=3, center=True), small_keras["folder"] / "s.weights.h5")
     message = str(err.value)
     assert "3 problems" in message
-    assert "shape mismatch: layers/dense/vars/0" in message and "dense/kernel (params, shape (144, 3))" in message
+    assert "shape mismatch: layers/dense/vars/0" in message and "dense/kernel (params) needs (144, 3)" in message
     assert "shape mismatch: layers/dense/vars/1" in message
     assert "missing: layers/batch_normalization/vars/3 for batch_normalization/moving_variance" in message
 

@@ -11,6 +11,7 @@ import pytest
 from fluxnet import augment as A
 
 H = W = 8
+N = 16                  # batch size shared by most tests, so equal pipelines reuse one compilation
 _JITTED: dict = {}
 
 
@@ -41,25 +42,23 @@ def same_batch(n, seed=0, **kwargs):
     return np.repeat(image(seed, **kwargs)[None], n, axis=0)
 
 
-RANDOM_OPS = [
-    A.RandomFlip(),
-    A.RandomRotation(0.2),
-    A.RandomZoom(0.3, 0.2),
-    A.RandomTranslation(0.2, 0.2, fill_mode="constant"),
-    A.RandomPadCrop(2),
-    A.RandomCrop(6, 5),
-    A.RandomBrightness(0.3),
-    A.RandomContrast(0.5),
-    A.RandomErasing(factor=(1.0, 1.0), fill_value=0.0),
-]
+FLIP = A.RandomFlip()
+PAD_CROP = A.RandomPadCrop(2)
+CROP = A.RandomCrop(6, 5)
+BRIGHTNESS = A.RandomBrightness(0.3, probability=0.5)
+CONTRAST = A.RandomContrast(0.5, value_range=(60, 190))
+ERASING = A.RandomErasing(factor=(1.0, 1.0), scale=(0.25, 0.25), fill_value=0.0)
+RANDOM_OPS = [FLIP, A.RandomRotation(0.2), A.RandomZoom(0.3, 0.2),
+              A.RandomTranslation(0.2, 0.2, fill_mode="constant"), PAD_CROP, CROP, BRIGHTNESS,
+              CONTRAST, ERASING]
 
 
 @pytest.mark.parametrize("op", RANDOM_OPS, ids=lambda op: type(op).__name__)
 def test_image_op_shape_determinism_and_per_example_randomness(op):
     pipeline = A.Pipeline([op])
-    batch = same_batch(8)
+    batch = same_batch(N)
     out, _ = run(pipeline, key(0), batch)
-    expected_shape = (8, 6, 5, 3) if isinstance(op, A.RandomCrop) else batch.shape
+    expected_shape = (N, 6, 5, 3) if op is CROP else batch.shape
     assert out.shape == expected_shape and out.dtype == np.float32
     np.testing.assert_array_equal(out, run(pipeline, key(0), batch)[0])       # same key, same output
     assert not np.array_equal(out, run(pipeline, key(1), batch)[0])           # new key, new output
@@ -70,25 +69,23 @@ def test_image_op_shape_determinism_and_per_example_randomness(op):
 def test_evaluation_is_identity_and_zero_strength_is_identity():
     batch = np.stack([image(s) for s in range(4)])
     labels = np.arange(4)
-    ops = [A.RandomRotation(0.0), A.RandomZoom(0.0), A.RandomTranslation(0.0, 0.0),
-           A.RandomPadCrop(0), A.RandomBrightness(0.0), A.RandomContrast(0.0),
-           A.RandomErasing(factor=0.0), A.RandomFlip(probability=0.0)]
+    ops = [A.RandomRotation(0.0), A.RandomZoom(0.0), A.RandomBrightness(0.0), A.RandomContrast(0.0)]
     out, _ = run(A.Pipeline(ops), key(3), batch)
     np.testing.assert_allclose(out, batch, rtol=0, atol=1e-4)
-    strong = A.Pipeline(RANDOM_OPS[:5] + RANDOM_OPS[6:] + [A.MixUp(), A.CutMix()], num_classes=5)
+    strong = A.Pipeline([op for op in RANDOM_OPS if op is not CROP] + [A.MixUp(), A.CutMix()],
+                        num_classes=5)
     out, same_labels = run(strong, key(3), batch, labels, training=False)
     np.testing.assert_array_equal(out, batch)
     np.testing.assert_array_equal(same_labels, labels)
 
 
 def test_dtype_kept_and_integer_images_become_float32():
-    op = A.RandomRotation(0.1)
-    assert jitted(op)(key(), jnp.asarray(image(), jnp.bfloat16)).dtype == jnp.bfloat16
-    assert jitted(op)(key(), image().astype(np.uint8)).dtype == jnp.float32
+    assert jitted(BRIGHTNESS)(key(), jnp.asarray(image(), jnp.bfloat16)).dtype == jnp.bfloat16
+    assert jitted(FLIP)(key(), image().astype(np.uint8)).dtype == jnp.float32
     with pytest.raises(ValueError, match="rank 3"):
-        op(key(), image()[None])
+        FLIP(key(), image()[None])
     with pytest.raises(ValueError, match="rank 4"):
-        A.Pipeline([op])(key(), image())
+        A.Pipeline([FLIP])(key(), image())
 
 
 @pytest.mark.parametrize("mode, options", [
@@ -97,7 +94,7 @@ def test_dtype_kept_and_integer_images_become_float32():
     ("horizontal_and_vertical", lambda x: [x, x[:, ::-1], x[::-1], x[::-1, ::-1]]),
 ])
 def test_flip_is_exact_and_uses_every_outcome(mode, options):
-    batch = same_batch(16)
+    batch = same_batch(N)
     out, _ = run(A.Pipeline([A.RandomFlip(mode)]), key(0), batch)
     candidates = options(batch[0])
     hits = [next(i for i, c in enumerate(candidates) if np.array_equal(o, c)) for o in out]
@@ -123,17 +120,22 @@ def numpy_shift(x, dy, dx, mode, fill=0.0):
 NUMPY_PAD_MODES = {"constant": "constant", "nearest": "edge", "reflect": "symmetric", "wrap": "wrap"}
 
 
+def translation(fill_mode):
+    """Shift 2 pixels down and 3 left on 8x8 images."""
+    return A.RandomTranslation((0.25, 0.25), (-0.375, -0.375), fill_mode=fill_mode, fill_value=7.0)
+
+
 @pytest.mark.parametrize("fill_mode", list(NUMPY_PAD_MODES))
 def test_integer_translation_equals_numpy_shift(fill_mode):
     x = image(2)
-    op = A.RandomTranslation((0.25, 0.25), (-0.375, -0.375), fill_mode=fill_mode, fill_value=7.0)
+    op = translation(fill_mode)
     expected = numpy_shift(x, 2, -3, NUMPY_PAD_MODES[fill_mode], fill=7.0)   # 2 down, 3 left
     np.testing.assert_allclose(call(op, key(), x), expected, rtol=0, atol=1e-4)
 
 
 def test_pad_crop_is_a_zero_padded_window():
-    batch = same_batch(16, seed=3)
-    out, _ = run(A.Pipeline([A.RandomPadCrop(2)]), key(0), batch)
+    batch = same_batch(N, seed=3)
+    out, _ = run(A.Pipeline([PAD_CROP]), key(0), batch)
     windows = {(dy, dx): numpy_shift(batch[0], dy, dx, "constant")
                for dy in range(-2, 3) for dx in range(-2, 3)}
     found = [next(s for s, w in windows.items() if np.array_equal(o, w)) for o in out]
@@ -154,7 +156,7 @@ def test_zoom_sign_convention():
 
 
 def test_brightness_matches_keras_formula_and_clips():
-    batch = np.stack([image(s, low=0.0, high=1.0) for s in range(16)])
+    batch = np.stack([image(s, low=0.0, high=1.0) for s in range(N)])
     op = A.RandomBrightness((0.1, 0.3), value_range=(0, 1))
     out, _ = run(A.Pipeline([op]), key(0), batch)
     assert out.min() >= 0.0 and out.max() <= 1.0 and (out == 1.0).any()
@@ -164,16 +166,17 @@ def test_brightness_matches_keras_formula_and_clips():
         np.testing.assert_allclose(delta, delta[0], atol=1e-6)
         assert 0.1 - 1e-6 <= delta[0] <= 0.3 + 1e-6
         np.testing.assert_allclose(o, np.clip(x + delta[0], 0, 1), atol=1e-6)
-    out, _ = run(A.Pipeline([A.RandomBrightness(0.2)]), key(1), same_batch(16, low=60, high=190))
-    deltas = (out - same_batch(16, low=60, high=190)).mean(axis=(1, 2, 3))
-    assert deltas.min() < 0 < deltas.max() and np.abs(deltas).max() <= 0.2 * 255 + 1e-3
+    batch = same_batch(N, low=80, high=170)
+    deltas = (run(A.Pipeline([BRIGHTNESS]), key(1), batch)[0] - batch).mean(axis=(1, 2, 3))
+    assert deltas.min() < 0 < deltas.max() and np.abs(deltas).max() <= 0.3 * 255 + 1e-3
 
 
-@pytest.mark.parametrize("factor, c_range", [((0.5, 0.5), (0.5, 1.5)), (0.3, (0.7, 1.3))])
-def test_contrast_matches_keras_formula_and_clips(factor, c_range):
+@pytest.mark.parametrize("op, c_range", [(A.RandomContrast((0.2, 0.4), value_range=(60, 190)),
+                                          (0.8, 1.4)), (CONTRAST, (0.5, 1.5))])
+def test_contrast_matches_keras_formula_and_clips(op, c_range):
     low, high = 60.0, 190.0
-    batch = np.stack([image(s, low=40, high=220) for s in range(16)])
-    out, _ = run(A.Pipeline([A.RandomContrast(factor, value_range=(low, high))]), key(0), batch)
+    batch = np.stack([image(s, low=40, high=220) for s in range(N)])
+    out, _ = run(A.Pipeline([op]), key(0), batch)
     assert out.min() >= low and out.max() <= high
     contrasts = []
     for x, o in zip(batch, out):
@@ -186,9 +189,8 @@ def test_contrast_matches_keras_formula_and_clips(factor, c_range):
 
 
 def test_erasing_fills_a_rectangle_of_the_requested_area():
-    batch = same_batch(8)
-    out, _ = run(A.Pipeline([A.RandomErasing(factor=(1.0, 1.0), scale=(0.25, 0.25),
-                                             fill_value=0.0)]), key(0), batch)
+    batch = same_batch(N)
+    out, _ = run(A.Pipeline([ERASING]), key(0), batch)
     corners = set()
     for o in out:
         rows, cols = np.nonzero(o[..., 0] == 0)       # sqrt(0.25) * 8 = 4 pixels per side
@@ -251,25 +253,26 @@ def test_cutmix_label_weights_equal_the_pasted_pixel_share():
 
 
 def test_random_crop_windows_and_evaluation_resize():
-    batch = np.stack([image(0, shape=(8, 10, 3))] * 8)
-    out, _ = run(A.Pipeline([A.RandomCrop(5, 4)]), key(0), batch)
-    windows = {(t, l): batch[0, t:t + 5, l:l + 4] for t in range(4) for l in range(7)}
+    batch = same_batch(N)
+    out, _ = run(A.Pipeline([CROP]), key(0), batch)
+    windows = {(t, l): batch[0, t:t + 6, l:l + 5] for t in range(3) for l in range(4)}
     found = {next(s for s, w in windows.items() if np.array_equal(o, w)) for o in out}
     assert len(found) > 1
+    batch = np.stack([image(0, shape=(8, 10, 3))] * 2)
     center, _ = run(A.Pipeline([A.RandomCrop(8, 6)]), key(0), batch, training=False)
     np.testing.assert_array_equal(center, batch[:, :, 2:8])              # largest 8x6 window
     resized, _ = run(A.Pipeline([A.RandomCrop(4, 4)]), key(0), batch, training=False)
-    expected = jax.image.resize(batch[:, :, 1:9], (8, 4, 4, 3), "bilinear", antialias=False)
+    expected = jax.image.resize(batch[:, :, 1:9], (2, 4, 4, 3), "bilinear", antialias=False)
     np.testing.assert_allclose(resized, expected, atol=1e-4)             # 8x8 centre, resized
     small, _ = run(A.Pipeline([A.RandomCrop(8, 6)]), key(0), batch)      # not larger: as eval
     np.testing.assert_array_equal(small, center)
 
 
 def test_probability_applies_per_example():
-    batch = same_batch(16)
-    out, _ = run(A.Pipeline([A.RandomBrightness((0.2, 0.2), probability=0.5)]), key(0), batch)
+    batch = same_batch(N, low=80, high=170)
+    out, _ = run(A.Pipeline([BRIGHTNESS]), key(0), batch)            # probability 0.5
     changed = [not np.array_equal(o, batch[0]) for o in out]
-    assert 0 < sum(changed) < 16
+    assert 0 < sum(changed) < N
 
 
 def test_config_round_trip_and_errors():
@@ -330,32 +333,29 @@ def test_preview_grid_writes_a_png(tmp_path):
         A.preview_grid(A.Pipeline([A.RandomFlip()]), batch, key(), n_rows=4, path=tmp_path / "x")
 
 
-def test_geometric_ops_match_keras_with_fixed_factors():
+def test_ops_match_keras_names_and_fixed_factor_outputs():
     keras = pytest.importorskip("keras")
     if keras.backend.backend() != "jax":
         pytest.skip("keras runs on another backend")
-    batch = np.stack([image(s) for s in range(2)])
-    cases = [(keras.layers.RandomTranslation((0.3, 0.3), (-0.15, -0.15), fill_mode=mode, fill_value=9.0),
-              A.RandomTranslation((0.3, 0.3), (-0.15, -0.15), fill_mode=mode, fill_value=9.0))
-             for mode in A.FILL_MODES]
-    cases += [(keras.layers.RandomZoom((0.3, 0.3), (-0.2, -0.2), fill_mode="reflect"),
-               A.RandomZoom((0.3, 0.3), (-0.2, -0.2), fill_mode="reflect")),
-              (keras.layers.RandomRotation((0.1, 0.1), fill_mode="nearest", interpolation="nearest"),
-               A.RandomRotation((0.1, 0.1), fill_mode="nearest", interpolation="nearest")),
-              (keras.layers.RandomFlip("horizontal"), A.RandomFlip("horizontal"))]
-    for layer, op in cases:
-        ours = np.stack([call(op, key(s), x) for s, x in enumerate(batch)])
-        theirs = np.asarray(layer(batch, training=True))
-        if isinstance(op, A.RandomFlip):       # random either way: each example is x or its mirror
-            assert all(np.array_equal(t, x) or np.array_equal(t, x[:, ::-1])
-                       for t, x in zip(theirs, batch))
-        else:
-            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3, err_msg=repr(op))
+
+    def keras_layer(op):          # our arguments are Keras' arguments (probability is ours)
+        config = op.to_config()
+        del config["probability"]
+        return getattr(keras.layers, config.pop("op"))(**config)
+
+    for op in [op for op in RANDOM_OPS if op is not PAD_CROP] + [A.MixUp(0.3), A.CutMix(0.5)]:
+        keras_layer(op)
+    x = image(2)
+    cases = [translation(mode) for mode in NUMPY_PAD_MODES] + [       # integer shifts (compiled
+        A.RandomZoom((0.3, 0.3), (-0.2, -0.2), fill_mode="constant", fill_value=9.0),  # above),
+        A.RandomRotation((0.1, 0.1), fill_mode="reflect")]            # fractional, bilinear
+    for op in cases:
+        theirs = np.asarray(keras_layer(op)(x[None], training=True))[0]
+        np.testing.assert_allclose(call(op, key(), x), theirs, rtol=0, atol=1e-3, err_msg=repr(op))
+    flipped = np.asarray(keras.layers.RandomFlip("horizontal")(same_batch(4), training=True))
+    assert all(np.array_equal(f, x) or np.array_equal(f, x[:, ::-1])
+               for f, x in zip(flipped, same_batch(4)))
     y = image(0, shape=(8, 10, 3))[None]
-    for size in [(4, 4), (9, 7)]:
-        expected = keras.ops.image.resize(y, size, crop_to_aspect_ratio=True)
-        ours, _ = run(A.Pipeline([A.RandomCrop(*size)]), key(), y, training=False)
-        np.testing.assert_allclose(ours, np.asarray(expected), atol=1e-3)
-    brightness = keras.layers.RandomBrightness((0.1, 0.1))(batch, training=True)
-    np.testing.assert_allclose(run(A.Pipeline([A.RandomBrightness((0.1, 0.1))]), key(), batch)[0],
-                               np.asarray(brightness), atol=1e-4)
+    expected = keras.ops.image.resize(y, (9, 7), crop_to_aspect_ratio=True)   # Keras' documented
+    ours, _ = run(A.Pipeline([A.RandomCrop(9, 7)]), key(), y, training=False)  # RandomCrop eval
+    np.testing.assert_allclose(ours, np.asarray(expected), atol=1e-3)

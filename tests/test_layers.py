@@ -1,5 +1,6 @@
 """Layers: Keras 3 argument names, shapes, parameter counts and numerics (NumPy references; Keras where cheap)."""
 import doctest
+import inspect
 import json
 import math
 import os
@@ -156,6 +157,7 @@ def test_batch_normalization_training_inference_and_moving_update():
     _, v, _, model = run(layer, x)
     assert model.param_counts() == {"trainable": 10, "non_trainable": 10} and model.count_params() == 20
     g, b = (np.asarray(v["params"]["batch_normalization"][k]) for k in ("gamma", "beta"))
+    assert not np.allclose(g, b)  # each variable draws from its own key
     stats = {k: np.asarray(a) for k, a in v["batch_stats"]["batch_normalization"].items()}
     np.testing.assert_array_equal(stats["moving_mean"], 0)
     np.testing.assert_array_equal(stats["moving_variance"], 1)
@@ -312,7 +314,7 @@ def test_custom_activation_and_initializer_by_name(tmp_path):
     np.testing.assert_allclose(model.apply(v, xs)[0], [[27.0]])
     np.testing.assert_allclose(rebuilt.apply(v, xs)[0], [[27.0]])
     unregistered = layers.Dense(1, activation=lambda x: x)
-    with pytest.raises(ValueError, match="register it with fluxnet.activations.register"):
+    with pytest.raises(ValueError, match=r"Cannot record activation=.*fluxnet.activations.register"):
         unregistered.get_config()
 
 
@@ -364,9 +366,10 @@ def test_merge_shape_errors():
 # ------------------------------------------------------------------------------------ custom layers
 def test_custom_layer_docstring_example():
     """The example in fluxnet/layers/base.py runs as written (Sequential, Functional, counts, config)."""
-    result = doctest.testmod(base, optionflags=doctest.ELLIPSIS)
+    example = doctest.DocTestParser().get_doctest(base.__doc__, {}, "fluxnet.layers.base", base.__file__, 0)
+    result = doctest.DocTestRunner().run(example, clear_globs=False)
     assert result.attempted >= 10 and result.failed == 0
-    scale = base.LAYERS.get("LearnedScale")(3.0, name="s")
+    scale = example.globs["LearnedScale"](3.0, name="s")
     assert scale.get_config()["initial_value"] == 3.0
     model = fx.Sequential([layers.Input((2,)), scale])
     assert "s (LearnedScale)" in model.summary(print_fn=None) and model.count_params() == 2
@@ -400,14 +403,14 @@ def keras():
 
 def test_stack_matches_keras(keras):
     """Conv(same, stride 2, odd size) -> BN -> MaxPool(same) -> AvgPool(same) -> Flatten -> Dense."""
-    def build(lib):
-        return [lib.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="conv"),
+    def build(lib, init="glorot_uniform"):  # Keras' weights are overwritten: "zeros" saves its compiles
+        return [lib.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="conv", kernel_initializer=init),
                 lib.BatchNormalization(momentum=0.8, name="bn"),
                 lib.MaxPooling2D(2, padding="same", name="maxpool"),
                 lib.AveragePooling2D(3, strides=1, padding="same", name="avgpool"),
-                lib.Flatten(name="flatten"), lib.Dense(3, activation="gelu", name="dense")]
+                lib.Flatten(name="flatten"), lib.Dense(3, activation="gelu", name="dense", kernel_initializer=init)]
 
-    kmodel = keras.Sequential([keras.Input((9, 7, 2)), *build(keras.layers)])
+    kmodel = keras.Sequential([keras.Input((9, 7, 2)), *build(keras.layers, "zeros")])
     model = fx.Sequential([layers.Input((9, 7, 2)), *build(layers)])
     assert model.count_params() == kmodel.count_params() == (18 + 1) * 4 + 4 * 4 + (3 * 2 * 4 + 1) * 3
     v = jax.tree.map(np.asarray, model.init(jax.random.key(0)))
@@ -438,11 +441,22 @@ def test_names_activations_and_counts_match_keras(keras):
                  "leaky_relu", "hard_sigmoid", "linear"]:
         np.testing.assert_allclose(activations.get(name)(x), keras.activations.get(name)(x), atol=1e-6,
                                    err_msg=name)
-    def build(lib):
-        return [lib.Conv2D(4, (3, 2), use_bias=False), lib.BatchNormalization(center=False),
-                lib.GlobalMaxPooling2D(), lib.Dense(7)]
+    def build(lib, init="glorot_uniform"):
+        return [lib.Conv2D(4, (3, 2), use_bias=False, kernel_initializer=init), lib.BatchNormalization(center=False),
+                lib.GlobalMaxPooling2D(), lib.Dense(7, kernel_initializer=init)]
 
-    kmodel = keras.Sequential([keras.Input((6, 5, 3)), *build(keras.layers)])
+    kmodel = keras.Sequential([keras.Input((6, 5, 3)), *build(keras.layers, "zeros")])
     model = fx.Sequential([layers.Input((6, 5, 3)), *build(layers)])
     ktrainable = sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights)
     assert model.param_counts() == {"trainable": ktrainable, "non_trainable": kmodel.count_params() - ktrainable}
+
+
+def test_constructor_arguments_follow_keras(keras):
+    """Each layer's own arguments are a prefix of the Keras layer's, in order, with Keras' defaults."""
+    for cls in ["Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+                "GlobalMaxPooling2D", "Dropout", "BatchNormalization", "Reshape", "Rescaling", "ZeroPadding2D",
+                "Concatenate", "Activation"]:
+        ours = [p for p in inspect.signature(getattr(layers, cls)).parameters.values()
+                if p.name != "name" and p.kind is p.POSITIONAL_OR_KEYWORD]
+        theirs = list(inspect.signature(getattr(keras.layers, cls)).parameters.values())[:len(ours)]
+        assert [(p.name, p.default) for p in ours] == [(p.name, p.default) for p in theirs], cls

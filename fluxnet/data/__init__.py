@@ -24,7 +24,7 @@ from fluxnet.data.preprocess import (Preprocessing, Preprocessor, channel_stats,
                                      normalize, preprocess_splits, rescale, resize)
 from fluxnet.data.sources import BUNDLED, DatasetNotPreparedError, open_dataset, read_split
 from fluxnet.data.splits import (DEFAULT_SPLITS, DatasetMetadata, DatasetSplits, Split,
-                                 fraction_split_indices, split_spec_arg)
+                                 fraction_split_indices, limit_per_class, select_classes, split_spec_arg)
 
 __all__ = [
     "BUNDLED", "BatchIterator", "DEFAULT_SPLITS", "DatasetMetadata", "DatasetNotPreparedError",

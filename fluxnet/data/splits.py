@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Callable, Iterator, Mapping, NamedTuple
+from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -135,3 +135,36 @@ def fraction_split_indices(labels: np.ndarray, fractions: Mapping[str, float], *
                              ) from None
         pieces[name] = np.sort(piece)
     return {"train": np.sort(remaining), **pieces}
+
+
+def select_classes(splits: DatasetSplits, classes: Sequence[int]) -> DatasetSplits:
+    """Only the examples of ``classes`` (original ids), relabelled ``0..len(classes)-1`` in that order,
+    in every split (e.g. digits 0-4 as a source task and 5-9 as a target task)."""
+    classes = [int(c) for c in classes]
+    n = splits.metadata.num_classes
+    if not classes or len(set(classes)) != len(classes) or not all(0 <= c < n for c in classes):
+        raise ValueError(f"classes must be distinct class ids in [0, {n}), got {classes}.")
+    table = np.full(n, -1, np.int64)
+    table[classes] = np.arange(len(classes))
+
+    def keep(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        mask = table[split.labels] >= 0
+        return Split(split.images[mask], table[split.labels[mask]].astype(np.int32))
+
+    names = tuple(splits.metadata.class_names[c] for c in classes)
+    return dataclasses.replace(splits, train=keep(splits.train), validation=keep(splits.validation),
+                               test=keep(splits.test),
+                               metadata=dataclasses.replace(splits.metadata, num_classes=len(classes),
+                                                            class_names=names))
+
+
+def limit_per_class(split: Split, per_class: int, *, seed: int) -> Split:
+    """At most ``per_class`` examples of each class, drawn with ``seed`` (few-shot training sets)."""
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"per_class must be a positive int, got {per_class!r}.")
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(split.labels == c))[:per_class] for c in np.unique(split.labels)]
+    index = np.sort(np.concatenate(chosen))
+    return Split(split.images[index], split.labels[index])

@@ -56,6 +56,7 @@ import zlib
 from typing import Any, Mapping, Sequence
 
 import jax
+import numpy as np
 
 from fluxnet.registry import Registry
 
@@ -203,7 +204,7 @@ class Layer(metaclass=_RecordArgs):
 
     def get_config(self) -> dict:
         """Constructor arguments (JSON-friendly) that rebuild this layer with ``from_config``."""
-        config = {k: _serialize_arg(v) for k, v in self._config_args.items()}
+        config = {k: _serialize_arg(k, v) for k, v in self._config_args.items()}
         config.update(name=self.name, trainable=self.trainable)
         if config.get("input_shape") is None:
             config.pop("input_shape", None)
@@ -277,7 +278,8 @@ def _fmt(shape: Any) -> str:
     return format_shape(shape)
 
 
-def _serialize_arg(value: Any) -> Any:
+def _serialize_arg(arg: str, value: Any) -> Any:
+    """``value`` as JSON-friendly data: callables by registered name, tuples and NumPy values as lists."""
     from fluxnet import activations, initializers
 
     if callable(value) and not isinstance(value, type):
@@ -286,9 +288,13 @@ def _serialize_arg(value: Any) -> Any:
                 return module.serialize(value)
             except ValueError:
                 continue
-        raise ValueError(f"Cannot record {value!r} in a model config: register it by name first.")
-    if isinstance(value, tuple):
-        return list(value)
+        raise ValueError(f"Cannot record {arg}={value!r} in a model config: register it by name with "
+                         "fluxnet.activations.register(name, fn) or fluxnet.initializers.register(name, fn) "
+                         "and pass the name.")
+    if isinstance(value, (tuple, list)):
+        return [_serialize_arg(arg, v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
     return value
 
 

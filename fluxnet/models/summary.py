@@ -20,9 +20,8 @@ def _bytes(n: int) -> str:
         n /= 1024
 
 
-def _shapes(layer, node_ids: set[int]) -> str:
-    """Output shapes of the layer's calls that belong to the model (a layer may serve several)."""
-    shapes = [format_shape(node.output.shape) for node in layer._nodes if id(node) in node_ids]
+def _shapes(layer) -> str:
+    shapes = [format_shape(node.output.shape) for node in layer._nodes]
     return ", ".join(dict.fromkeys(shapes))
 
 
@@ -37,7 +36,7 @@ def summary_table(model: "Model") -> str:
         if isinstance(layer, InputLayer) and not functional:
             continue
         params = sum(model.layer_param_sizes(layer).values())
-        row = [f"{layer.name} ({type(layer).__name__})", _shapes(layer, node_ids), f"{params:,}"]
+        row = [f"{layer.name} ({type(layer).__name__})", _shapes(layer), f"{params:,}"]
         if functional:
             sources = [f"{p.layer.name}[{p.node.call_index}][0]" for node in layer._nodes
                        if id(node) in node_ids for p in node.parents]

@@ -71,7 +71,8 @@ def _resolve_mode(monitor: str, mode: str) -> str:
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (Keras 3 semantics,
-    including ``baseline``, ``start_from_epoch`` and ``restore_best_weights``)."""
+    including ``baseline``, ``start_from_epoch`` and ``restore_best_weights``; a NaN value is no
+    improvement). Unlike Keras, a monitor that is not logged is an error, not a warning."""
 
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, verbose: int = 0,
                  mode: str = "auto", baseline: float | None = None, restore_best_weights: bool = False,
@@ -98,7 +99,7 @@ class EarlyStopping(Callback):
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which is not logged; logged values: "
                              f"{sorted(logs)}. Pass validation_data for val_* values.")
         value = float(logs[self.monitor])
-        if epoch < self.start_from_epoch or math.isnan(value):
+        if epoch < self.start_from_epoch:
             return None
         if self.restore_best_weights and self.best_weights is None:
             self.best_weights, self.best_epoch = _copy(state.variables), epoch
@@ -150,7 +151,8 @@ class TensorBoard(Callback):
     def on_train_begin(self, trainer, state):
         from tensorboardX import SummaryWriter
 
-        self._writer = SummaryWriter(self.log_dir)
+        # A resumed run hides what an interrupted one logged after its checkpoint (steps are epochs).
+        self._writer = SummaryWriter(self.log_dir, purge_step=int(state.epoch) + 1)
 
     def on_epoch_end(self, epoch, logs, state):
         for key, value in logs.items():

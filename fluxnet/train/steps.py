@@ -38,11 +38,22 @@ def metric_sums(loss: jax.Array, y: Any, preds: Any, mask: jax.Array, weight: ja
 
 
 def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
-                    metric_fns: Mapping[str, Callable], augment: Augment | None = None):
-    """The train step: augmentation (if any), forward in training mode, loss over real rows, update."""
+                    metric_fns: Mapping[str, Callable], augment: Augment | None = None,
+                    axis_name: str | None = None):
+    """The train step: augmentation (if any), forward in training mode, loss over real rows, update.
+
+    With ``axis_name`` the step runs per device under ``jax.pmap``: each device draws its own
+    randomness, gradients are averaged over the axis (``lax.pmean``; training batches are full, so this
+    is the global batch's gradient), metric sums added up (``lax.psum``) and the updated
+    BatchNormalization moving statistics averaged, as Flax's ImageNet example does: the statistics a
+    step normalises with are each device's own batch's, not the global batch's.
+    """
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-        aug_key, model_key = jax.random.split(state.step_key())
+        key = state.step_key()
+        if axis_name is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+        aug_key, model_key = jax.random.split(key)
         x, y, mask, weight = batch["x"], batch["y"], batch["mask"], batch.get("weight")
         if augment is not None:
             x, y = augment(aug_key, x, y)
@@ -54,10 +65,16 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
             return loss, (preds, model_state)
 
         (loss, (preds, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        metrics = metric_sums(loss, y, preds, mask, weight, metric_fns)
+        if axis_name is not None:
+            grads = jax.lax.pmean(grads, axis_name)
+            model_state = jax.tree.map(lambda v: jax.lax.pmean(v, axis_name)
+                                       if jnp.issubdtype(v.dtype, jnp.floating) else v, model_state)
+            metrics = jax.lax.psum(metrics, axis_name)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               model_state=model_state, opt_state=opt_state)
-        return state, metric_sums(loss, y, preds, mask, weight, metric_fns)
+        return state, metrics
 
     return train_step
 

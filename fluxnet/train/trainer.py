@@ -7,6 +7,7 @@ batch dropped in training and padded with a mask in evaluation).
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -24,12 +25,41 @@ from fluxnet.data.checks import validate
 from fluxnet.data.imbalance import class_weights_balanced
 from fluxnet.data.prefetch import Prefetcher
 from fluxnet.models import Model
-from fluxnet.train import sharding
+from fluxnet.registry import unknown_name_error
+from fluxnet.train import faults, sharding
 from fluxnet.train.callbacks import Callback, History
 from fluxnet.train.state import TrainState, create_state
 from fluxnet.train.steps import finalize, fuse_steps, make_eval_step, make_predict_step, make_train_step
 
 SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
+PARALLEL = ("sharding", "pmap")
+
+
+def _optimizer(model: Model, optimizer: Any, param_groups: Mapping[str, str] | None) -> optax.GradientTransformation:
+    """The optimizer over the model's params: frozen layers (``trainable=False``) get exactly zero
+    updates; with ``param_groups`` each layer's group gets its own transform from ``optimizer``."""
+    labels = model.param_labels()
+    if param_groups is None:
+        if isinstance(optimizer, Mapping):
+            raise TypeError("optimizer is a mapping of parameter groups, but no param_groups were given.")
+        if "frozen" not in jax.tree.leaves(labels):
+            return optimizers.get(optimizer)
+        transforms = {"trainable": optimizer}
+    else:
+        if not isinstance(optimizer, Mapping):
+            raise TypeError("With param_groups, optimizer must map each group to an optimizer, got "
+                            f"{type(optimizer).__name__}.")
+        unknown = sorted(set(param_groups) - set(labels))
+        if unknown:
+            raise ValueError(f"param_groups names layers without parameters or not in the model: {unknown}.")
+        missing = sorted(name for name, sub in labels.items()
+                         if name not in param_groups and "trainable" in jax.tree.leaves(sub))
+        if missing:
+            raise ValueError(f"param_groups gives no group to the trainable layers {missing}.")
+        labels = {name: jax.tree.map(lambda t, g=param_groups.get(name): g if t == "trainable" else t, sub)
+                  for name, sub in labels.items()}
+        transforms = dict(optimizer)
+    return optimizers.partitioned(None, labels, {**transforms, "frozen": optax.set_to_zero()})
 
 
 def _as_xy(data: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -47,33 +77,46 @@ class Trainer:
     """Trains a fluxnet model (Keras' ``compile`` + ``fit``), data-parallel over ``devices``.
 
     ``loss``, ``optimizer`` and ``metrics`` are names, callables or optax transforms. Layers with
-    ``trainable=False`` get exactly zero updates (``optax.multi_transform`` with ``set_to_zero``).
-    ``augment(key, x, y) -> (x, y)`` runs on the device inside the train step.
-    ``steps_per_execution > 1`` fuses that many steps per dispatch (measure before using it).
+    ``trainable=False`` get exactly zero updates (``optax.set_to_zero``). ``param_groups`` maps layer
+    names to group labels and ``optimizer`` then maps each label to its transform or name (e.g. a smaller
+    learning rate for a pretrained backbone). ``augment(key, x, y) -> (x, y)`` runs on the device inside
+    the train step. ``steps_per_execution > 1`` fuses that many steps per dispatch (measure first).
+
+    ``parallel``: ``"sharding"`` (default) jits the step over a ``("data",)`` mesh: XLA all-reduces the
+    gradients and BatchNormalization normalises over the global batch, so results equal one device's.
+    ``"pmap"`` runs it under ``jax.pmap(axis_name="data")`` on a copy of the state per device, with
+    gradients ``pmean``-ed and metrics ``psum``-ed; BatchNormalization then normalises with each
+    device's own batch statistics and the moving statistics are averaged over devices after each step.
     """
 
     def __init__(self, model: Model, loss: str | Callable = "sparse_categorical_crossentropy",
-                 optimizer: str | optax.GradientTransformation = "adam", metrics: Sequence = (), *,
+                 optimizer: str | optax.GradientTransformation | Mapping = "adam", metrics: Sequence = (), *,
                  augment: Callable | None = None, devices: Sequence | None = None,
-                 steps_per_execution: int = 1):
+                 steps_per_execution: int = 1, parallel: str = "sharding",
+                 param_groups: Mapping[str, str] | None = None):
         if not isinstance(model, Model):
             raise TypeError(f"Trainer needs a fluxnet Model or Sequential, got {type(model).__name__}.")
+        if parallel not in PARALLEL:
+            raise unknown_name_error("parallel mode", parallel, PARALLEL)
         self.model = model
-        self.loss_name = losses_lib.name_of(loss) if isinstance(loss, str) else getattr(loss, "__name__", "loss")
+        self.loss_name = losses_lib.name_of(loss)
         self.loss_fn = losses_lib.get(loss)
         self.metric_fns = {metrics_lib.name_of(m): metrics_lib.get(m) for m in metrics}
-        tx = optimizers.get(optimizer)
-        labels = model.param_labels()
-        if "frozen" in jax.tree.leaves(labels):
-            tx = optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
-        self.tx = tx
+        self.tx = tx = _optimizer(model, optimizer, param_groups)
         self.mesh = sharding.data_mesh(devices)
+        self.parallel = parallel
         self.steps_per_execution = int(steps_per_execution)
         replicated = sharding.replicated(self.mesh)
-        train_step = make_train_step(model, self.loss_fn, tx, self.metric_fns, augment)
-        self.train_step = jax.jit(train_step, donate_argnums=0, out_shardings=replicated)
-        self.fused_train_step = (jax.jit(fuse_steps(train_step, self.steps_per_execution), donate_argnums=0,
-                                         out_shardings=replicated) if self.steps_per_execution > 1 else None)
+        train_step = make_train_step(model, self.loss_fn, tx, self.metric_fns, augment,
+                                     axis_name="data" if parallel == "pmap" else None)
+        if parallel == "pmap":
+            compile_step = functools.partial(jax.pmap, axis_name="data", donate_argnums=0,
+                                             devices=list(self.mesh.devices.ravel()))
+        else:
+            compile_step = functools.partial(jax.jit, donate_argnums=0, out_shardings=replicated)
+        self.train_step = compile_step(train_step)
+        self.fused_train_step = (compile_step(fuse_steps(train_step, self.steps_per_execution))
+                                 if self.steps_per_execution > 1 else None)
         self.eval_step = jax.jit(make_eval_step(model, self.loss_fn, self.metric_fns), out_shardings=replicated)
         self.predict_step = jax.jit(make_predict_step(model))
 
@@ -187,49 +230,59 @@ class Trainer:
         if resume is not None:
             _load_callbacks(cbs, resume)
         start = int(state.epoch)
-        for epoch in range(start, start + epochs):
-            batches.restore({"epoch": epoch, "step": 0})
-            state, logs = self._train_epoch(state, batches, arrays, epoch, verbose)
-            if validation_data is not None:
-                val = self.evaluate(state, validation_data, batch_size=validation_batch_size or batch_size)
-                logs.update({f"val_{k}": v for k, v in val.items()})
-            lr = optimizers.current_learning_rate(state.opt_state)
-            if lr is not None:
-                logs["learning_rate"] = float(lr)
-            if verbose == 2 or (verbose and validation_data is not None):
-                print(f"Epoch {epoch + 1}: " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
-            state = state.replace(epoch=state.epoch + 1)
-            stop = [cb.on_epoch_end(epoch, logs, state) for cb in cbs]
+        try:
+            for epoch in range(start, start + epochs):
+                batches.restore({"epoch": epoch, "step": 0})
+                state, logs = self._train_epoch(state, batches, arrays, epoch, verbose)
+                if validation_data is not None:
+                    val = self.evaluate(state, validation_data, batch_size=validation_batch_size or batch_size)
+                    logs.update({f"val_{k}": v for k, v in val.items()})
+                lr = optimizers.current_learning_rate(state.opt_state)
+                if lr is not None:
+                    logs["learning_rate"] = float(lr)
+                if verbose == 2 or (verbose and validation_data is not None):
+                    print(f"Epoch {epoch + 1}: " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+                state = state.replace(epoch=sharding.replicate(np.int32(epoch + 1), self.mesh))
+                stop = [cb.on_epoch_end(epoch, logs, state) for cb in cbs]
+                if checkpointer is not None:
+                    _save(checkpointer, state, cbs, logs)
+                if any(stop):
+                    break
+        finally:  # also on a failure: the last good checkpoint must be complete
             if checkpointer is not None:
-                _save(checkpointer, state, cbs, logs)
-            if any(stop):
-                break
+                checkpointer.wait()
         for cb in cbs:
             replaced = cb.on_train_end(state)
             if replaced is not None:
                 state = sharding.replicate(replaced, self.mesh)
-        if checkpointer is not None:
-            checkpointer.wait()
         return state, history
 
     def _train_epoch(self, state, batches: BatchIterator, arrays: dict, epoch: int, verbose: int):
         from tqdm.auto import tqdm
 
         steps, k = batches.steps_per_epoch, self.steps_per_execution
+        crash_at = max(1, steps // 2) if faults.crash_point() == ("epoch", epoch + 1) else None
         bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}", unit="step", disable=verbose != 1, leave=True,
                    dynamic_ncols=True)
+        if self.parallel == "pmap":
+            state = self._per_device(state)
         sums, start, last_print, done = [], time.perf_counter(), 0.0, 0
         for batch, n in self._device_batches(batches, arrays, k):
             state, metrics = (self.fused_train_step if n > 1 else self.train_step)(state, batch)
             sums.append(metrics)
             done += n
+            if crash_at is not None and done >= crash_at:
+                jax.block_until_ready(state)
+                faults.maybe_crash("epoch", epoch + 1)
             now = time.perf_counter()
             if verbose == 1 and now - last_print > 0.5:  # the only sync inside an epoch
                 last_print = now
-                bar.set_postfix(_postfix(finalize(jax.device_get(sums[-1])), done * batches.batch_size,
+                bar.set_postfix(_postfix(finalize(self._host_metrics(sums[-1:])[0]), done * batches.batch_size,
                                          now - start), refresh=False)
             bar.update(n)
-        logs = finalize(_sum_metrics(jax.device_get(sums)))
+        if self.parallel == "pmap":
+            state = self._unreplicate(state)
+        logs = finalize(_sum_metrics(self._host_metrics(sums)))
         bar.set_postfix(_postfix(logs, steps * batches.batch_size, time.perf_counter() - start))
         bar.close()
         if not math.isfinite(logs["loss"]):
@@ -239,17 +292,49 @@ class Trainer:
                 "state. Lower the learning rate, clip gradients (optimizer.clipnorm) or check the data.")
         return state, logs
 
+    # -------------------------------------------------------------------------------- pmap
+    def _per_device(self, state: TrainState) -> TrainState:
+        """One copy of ``state`` per device, stacked on a leading axis (``pmap``'s layout)."""
+        n = self.mesh.devices.size
+        stacked = jax.tree.map(lambda x: np.broadcast_to(x, (n, *np.shape(x))), jax.device_get(state))
+        return jax.device_put(stacked, sharding.batch_sharded(self.mesh))
+
+    def _unreplicate(self, state: TrainState) -> TrainState:
+        """The per-device copies (identical: gradients and statistics are averaged) as one state,
+        replicated over the mesh like ``init``'s."""
+        return sharding.replicate(jax.tree.map(lambda x: np.asarray(x)[0], jax.device_get(state)), self.mesh)
+
+    def _host_metrics(self, sums: list) -> list:
+        """Step metrics on the host; under ``pmap`` every device holds the same (``psum``-ed) copy."""
+        host = jax.device_get(sums)
+        return [jax.tree.map(lambda a: a[0], m) for m in host] if self.parallel == "pmap" else host
+
+    def _split_for_pmap(self, batch: dict, stacked: bool) -> dict:
+        """Host batches reshaped for ``pmap``: ``(devices, batch / devices, ...)``, or
+        ``(devices, k, batch / devices, ...)`` for ``k`` stacked batches."""
+        n = self.mesh.devices.size
+
+        def split(a):
+            if stacked:
+                return a.reshape(a.shape[0], n, a.shape[1] // n, *a.shape[2:]).swapaxes(0, 1)
+            return a.reshape(n, a.shape[0] // n, *a.shape[1:])
+
+        return jax.tree.map(split, batch)
+
     def _device_batches(self, batches: BatchIterator, arrays: dict, k: int):
         """``(device batch, steps in it)``: single batches sharded over the mesh, or groups of ``k``
         stacked on a leading axis (the epoch's last ``steps % k`` batches go one by one)."""
+        pmap = self.parallel == "pmap"
         host = (_gather(arrays, b) for b in batches)
-        if k == 1:
-            yield from ((b, 1) for b in Prefetcher(host, 2, sharding.batch_sharded(self.mesh)))
-            return
-        groups, rest = divmod(batches.steps_per_epoch, k)
+        groups = batches.steps_per_epoch // k if k > 1 else 0
         stacked = (jax.tree.map(lambda *a: np.stack(a), *[next(host) for _ in range(k)]) for _ in range(groups))
+        single = sharding.batch_sharded(self.mesh)
+        if pmap:  # pmap's layout: a leading device axis, sharded over the mesh like a batch
+            yield from ((b, k) for b in Prefetcher((self._split_for_pmap(b, True) for b in stacked), 2, single))
+            yield from ((b, 1) for b in Prefetcher((self._split_for_pmap(b, False) for b in host), 2, single))
+            return
         yield from ((b, k) for b in Prefetcher(stacked, 2, sharding.stacked_batch_sharded(self.mesh)))
-        yield from ((b, 1) for b in Prefetcher(host, 2, sharding.batch_sharded(self.mesh)))
+        yield from ((b, 1) for b in Prefetcher(host, 2, single))
 
     # -------------------------------------------------------------------------------- evaluate / predict
     def _padded_batches(self, arrays: dict, batch_size: int):

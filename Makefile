@@ -1,0 +1,21 @@
+# Two commands do all the set-up (README "Quick start"): each builds .venv from pyproject.toml if needed.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: train test benchmark
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+train: $(STAMP)  ## the main job: the digits CNN, offline, into runs/digits_cnn
+	$(VENV)/bin/fluxnet train configs/digits_cnn.py $(ARGS)
+
+test: $(STAMP)  ## the whole test suite
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+benchmark: $(STAMP)  ## fluxnet Trainer vs a hand-written flax+optax loop
+	$(VENV)/bin/python benchmarks/train_throughput.py $(ARGS)
