@@ -5,8 +5,9 @@ Both train the same model on the same in-memory MNIST-shaped random data (28x28x
 ("same" convolutions, 421,642 parameters), ``--model mlp`` is Flatten-Dense256-Dense10. The two
 alternate ``--repeats`` times (machine noise is about 15%, so only ratios measured in one run mean
 much); each repeat times ``--epochs`` epochs after a warm-up step that compiles (timed as the compile
-time). Printed at the end, as a Markdown table: median images/s, the ratio fluxnet / hand-written,
-compile time, peak RSS and the number of compilations of each step function.
+time). Printed at the end, as a Markdown table: median images/s, the ratio fluxnet / hand-written
+(of the medians; also the median of each repeat's own ratio, which load drifting during the run
+upsets less), compile time, peak RSS and the number of compilations of each step function.
 
 Peak RSS (``ru_maxrss``) covers the whole process; run ``--only fluxnet`` and ``--only flax`` in
 separate processes to get each one's own figure.
@@ -222,9 +223,12 @@ def print_table(args, runners: list[Runner], counts: dict, rss_mb: float) -> Non
         print(f"| {r.name} | {medians[r.name]:,.0f} ({min(r.rates):,.0f}-{max(r.rates):,.0f}) | {ratio} | "
               f"{r.compile_s:.2f} | {r.loss:.4f} | {rss} | {comp} |")
     if "fluxnet" in medians and base:
+        paired = [a / b for a, b in zip(runners[0].rates, runners[1].rates)]
+        print(f"\npaired ratio fluxnet / flax (each repeat's adjacent runs): median {statistics.median(paired):.2f}x "
+              f"(min {min(paired):.2f}x, max {max(paired):.2f}x)")
         ok = medians["fluxnet"] >= base
         once = all(v <= 1 for v in counts["fluxnet"].values()) and counts["fluxnet"]["eval_step"] == 1
-        print(f"\ntargets: fluxnet >= 1.0x flax: {'met' if ok else 'NOT met'} "
+        print(f"targets: fluxnet >= 1.0x flax: {'met' if ok else 'NOT met'} "
               f"({medians['fluxnet'] / base:.2f}x); one compilation per step function: "
               f"{'met' if once else 'NOT met'}")
 

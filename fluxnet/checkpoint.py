@@ -9,6 +9,7 @@ leftover folders when it opens, a ``read_only`` one (for loading and evaluating)
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Mapping
 
@@ -63,17 +64,17 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=AnyPreservationPolicy(policies), best_fn=best_fn,
             best_mode=mode if monitor is not None else "max", enable_async_checkpointing=async_save,
-            create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only)
-        meta_handler = _CrashingJsonHandler() if faults.armed("save") else ocp.JsonCheckpointHandler()
+            create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only,
+            save_interval_steps=0 if read_only else 1)
         handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.StandardCheckpointHandler(),
-                    "meta": meta_handler}  # known up front, so a new process reads metadata
+                    "meta": MetaHandler()}  # known up front, so a new process reads metadata
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def save(self, step: int, state: Any, meta: Mapping, metrics: Mapping | None = None,
              extra: Any = None) -> None:
         """Save asynchronously under ``step``; ``metrics`` rank it for keep-best."""
         items = {"state": ocp.args.StandardSave(state),
-                 "meta": ocp.args.JsonSave({**self.static_meta, **meta})}
+                 "meta": MetaSave({**self.static_meta, **meta}, step=step)}
         if extra is not None:
             items["extra"] = ocp.args.StandardSave(extra)
         ranked = None
@@ -93,9 +94,6 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def read_meta(self, step: int) -> dict:
-        return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
-
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, Any]:
         """``(state, meta, extra)`` of ``step`` restored onto the shapes, dtypes and shardings of
         ``abstract_state`` (``extra`` onto its sharding, or None if the checkpoint has none); a
@@ -105,7 +103,7 @@ class Checkpointer:
         if problems:
             raise ValueError(f"Checkpoint {self.directory}/{step} does not fit this model/optimizer:\n  "
                              + "\n  ".join(problems))
-        items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
+        items = {"state": ocp.args.StandardRestore(abstract_state), "meta": MetaRestore()}
         extra_tree = _tree_of(saved, "extra") if "extra" in _item_names(saved) else None
         if extra_tree is not None:
             sharding = jax.tree.leaves(abstract_state)[0].sharding
@@ -119,21 +117,34 @@ class Checkpointer:
         self.manager.close()
 
 
-class _CrashingJsonHandler(ocp.JsonCheckpointHandler):
-    """The ``meta`` handler under ``FLUXNET_CRASH_AT=save:E`` (``fluxnet.train.faults``): once epoch E's
-    meta is written into the checkpoint's temporary folder, a last commit future kills the process, so
-    orbax never finalises that checkpoint."""
+class MetaHandler(ocp.JsonCheckpointHandler):
+    """Orbax's JSON handler for the ``meta`` item, with the ``FLUXNET_CRASH_AT=save:E`` testing hook
+    (``fluxnet.train.faults``): once checkpoint E's meta is written into its temporary folder, a last
+    commit future kills the process, so orbax never finalises that checkpoint."""
 
     async def async_save(self, directory, item=None, args=None):
         futures = list(await super().async_save(directory, item, args) or [])
-        epoch = int((item if args is None else args.item)["epoch"])
+        if not faults.armed("save"):
+            return futures
 
         async def crash():
             for f in futures:
                 f.result()
-            faults.maybe_crash("save", epoch)
+            faults.maybe_crash("save", args.step)
 
         return [*futures, ocp.future.CommitFutureAwaitingContractedSignals(crash(), name="fluxnet_crash")]
+
+
+@ocp.args.register_with_handler(MetaHandler, for_save=True)
+@dataclasses.dataclass
+class MetaSave(ocp.args.JsonSave):
+    step: int = -1  # the checkpoint's step, for the crash hook
+
+
+@ocp.args.register_with_handler(MetaHandler, for_restore=True)
+@dataclasses.dataclass
+class MetaRestore(ocp.args.JsonRestore):
+    pass
 
 
 def _item_names(metadata: Any) -> list[str]:
@@ -146,8 +157,3 @@ def _tree_of(metadata: Any, item: str) -> Any:
     tree = metadata[item] if isinstance(metadata, Mapping) else getattr(metadata, item)
     return getattr(tree, "tree", tree)
 
-
-def abstract(tree: Any) -> Any:
-    """Shapes, dtypes and shardings of a pytree of arrays (a restore target)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)),
-                        tree)

@@ -7,7 +7,7 @@ the name as an attribute only), and ``<i>`` is the variable's position in the la
 ``kernel, bias``; BatchNormalization ``gamma, beta, moving_mean, moving_variance`` (each only when the
 layer has it). Keras itself loads by these positions, so does this module.
 
-Matching: :func:`keras_layer_order` reproduces Keras' ``Functional.layers`` order on a fluxnet graph, so
+Matching: ``model.layers`` follows Keras' ``Functional.layers`` order on a fluxnet graph, so
 every fluxnet layer gets the key Keras would give the same layer in the same architecture. Counters run
 per class, so only the order of layers of one class matters. Loading is strict: every array the model
 needs and the file lacks, every array under ``layers/`` that no layer takes, and every shape mismatch is
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from fluxnet.layers.base import Layer, Node, format_shape, to_snake_case
+from fluxnet.layers.base import Layer, format_shape, to_snake_case
 from fluxnet.models.functional import Model
 from fluxnet.registry import Registry
 
@@ -51,47 +51,11 @@ class _Slot(NamedTuple):
     dtype: np.dtype
 
 
-def keras_layer_order(model: Model) -> list[Layer]:
-    """``model``'s layers in the order Keras' ``Functional.layers`` would list the same graph.
-
-    Keras (``keras/src/ops/function.py: map_graph``) sorts layers by depth, the longest path to an
-    output, deepest first, and breaks ties by the order in which a depth-first walk from the outputs
-    (parents in call order) first reaches each layer. A Sequential's chain comes out in stack order.
-    """
-    first_visit: dict[int, int] = {}
-    layers: list[Layer] = []
-    post_order: list[Node] = []
-    finished: set[int] = set()
-    for output in model.outputs:
-        stack: list[tuple[Node, bool]] = [(output.node, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                finished.add(id(node))
-                post_order.append(node)
-                continue
-            if id(node) in finished:
-                continue
-            if id(node.layer) not in first_visit:
-                first_visit[id(node.layer)] = len(first_visit)
-                layers.append(node.layer)
-            stack.append((node, True))
-            stack.extend((parent.node, False) for parent in reversed(node.parents))
-    node_depth: dict[int, int] = {}
-    layer_depth: dict[int, int] = {}
-    for node in reversed(post_order):  # outputs first: a node is deeper than everything it feeds
-        depth = max(node_depth.setdefault(id(node), 0), layer_depth.get(id(node.layer), 0))
-        layer_depth[id(node.layer)] = node_depth[id(node)] = depth
-        for parent in node.parents:
-            node_depth[id(parent.node)] = max(depth + 1, node_depth.get(id(parent.node), 0))
-    return sorted(layers, key=lambda l: (-layer_depth[id(l)], first_visit[id(l)]))
-
-
 def keras_layer_keys(model: Model) -> dict[str, str]:
     """``{fluxnet layer name: Keras weights-file key}`` (``conv2d``, ``conv2d_1``, ...) for every layer."""
     counters: dict[str, int] = {}
     keys = {}
-    for layer in keras_layer_order(model):
+    for layer in model.layers:  # Keras' order, which its weights files follow
         base = to_snake_case(type(layer).__name__)
         count = counters[base] = counters.get(base, -1) + 1
         keys[layer.name] = base if count == 0 else f"{base}_{count}"

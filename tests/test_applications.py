@@ -10,7 +10,7 @@ import pytest
 import fluxnet as fx
 from fluxnet import layers
 from fluxnet.applications import ResNet50, resnet50
-from fluxnet.keras_weights import keras_layer_order, load_keras_weights
+from fluxnet.keras_weights import load_keras_weights
 
 KERAS_RESNET50_PARAMS = 25_636_712  # keras.applications.ResNet50(weights=None).count_params()
 KERAS_RESNET50_NOTOP_PARAMS = 23_587_712
@@ -135,7 +135,7 @@ def test_resnet50_layers_and_keras_order_equal_keras(keras_resnet):
     model = ResNet50(input_shape=(32, 32, 3))
     names = keras_resnet["names"]
     # the Input's name carries Keras' session counter (input_layer, input_layer_1, ...)
-    assert [layer.name for layer in keras_layer_order(model)][1:] == names[1:]
+    assert [layer.name for layer in model.layers][1:] == names[1:]
     assert sorted(layer.name for layer in model.layers[1:]) == sorted(names[1:])
 
 

@@ -328,7 +328,8 @@ def test_custom_activation_and_initializer_by_name(tmp_path):
     (lambda: layers.MaxPooling2D(padding="causal"), "padding must be 'valid' or 'same', got 'causal'"),
     (lambda: layers.Dropout(1.0), r"Dropout rate must be a number in \[0, 1\), got 1.0"),
     (lambda: layers.Dropout(-0.1), r"Dropout rate must be a number in \[0, 1\), got -0.1"),
-    (lambda: layers.Conv2D(2, 3, strides=2, dilation_rate=2), "strides > 1 cannot be combined with dilation_rate > 1"),
+    (lambda: layers.Conv2D(2, 3, strides=2, dilation_rate=2),
+     "strides > 1 cannot be combined with dilation_rate > 1"),
     (lambda: layers.Conv2D(2, 0), "kernel_size must be a positive int"),
     (lambda: layers.Dense(0), "Dense units must be a positive int, got 0"),
     (lambda: layers.Reshape((-1, -1)), "at most one -1"),
@@ -404,7 +405,8 @@ def keras():
 def test_stack_matches_keras(keras):
     """Conv(same, stride 2, odd size) -> BN -> MaxPool(same) -> AvgPool(same) -> Flatten -> Dense."""
     def build(lib, init="glorot_uniform"):  # Keras' weights are overwritten: "zeros" saves its compiles
-        return [lib.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="conv", kernel_initializer=init),
+        return [lib.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="conv",
+                           kernel_initializer=init),
                 lib.BatchNormalization(momentum=0.8, name="bn"),
                 lib.MaxPooling2D(2, padding="same", name="maxpool"),
                 lib.AveragePooling2D(3, strides=1, padding="same", name="avgpool"),
@@ -442,8 +444,8 @@ def test_names_activations_and_counts_match_keras(keras):
         np.testing.assert_allclose(activations.get(name)(x), keras.activations.get(name)(x), atol=1e-6,
                                    err_msg=name)
     def build(lib, init="glorot_uniform"):
-        return [lib.Conv2D(4, (3, 2), use_bias=False, kernel_initializer=init), lib.BatchNormalization(center=False),
-                lib.GlobalMaxPooling2D(), lib.Dense(7, kernel_initializer=init)]
+        return [lib.Conv2D(4, (3, 2), use_bias=False, kernel_initializer=init),
+                lib.BatchNormalization(center=False), lib.GlobalMaxPooling2D(), lib.Dense(7, kernel_initializer=init)]
 
     kmodel = keras.Sequential([keras.Input((6, 5, 3)), *build(keras.layers, "zeros")])
     model = fx.Sequential([layers.Input((6, 5, 3)), *build(layers)])

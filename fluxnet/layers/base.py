@@ -178,6 +178,9 @@ class Layer(metaclass=_RecordArgs):
             raise ValueError(f"Layer name must be a non-empty string without '/', got {name!r}.")
         self.name = name
         self.trainable = bool(trainable)
+        # Run as in inference even when the model trains (Keras: a sub-model called with training=False),
+        # e.g. a transfer backbone whose BatchNormalization keeps its moving statistics while it trains.
+        self.inference_mode = False
         self.dtype = dtype
         # Keras 2 style: the first layer of a Sequential may declare its input shape.
         self.input_shape_arg = None if input_shape is None else tuple(input_shape)

@@ -73,6 +73,42 @@ def _ancestors(outputs: list[SymbolicTensor]) -> set[int]:
     return seen
 
 
+def keras_layer_order(outputs: list[SymbolicTensor]) -> list[Layer]:
+    """The layers feeding ``outputs`` in the order Keras' ``Functional.layers`` lists the same graph.
+
+    Keras (``keras/src/ops/function.py: map_graph``) sorts layers by depth, the longest path to an
+    output, deepest first, and breaks ties by the order in which a depth-first walk from the outputs
+    (parents in call order) first reaches each layer. A Sequential's chain comes out in stack order.
+    """
+    first_visit: dict[int, int] = {}
+    layers: list[Layer] = []
+    post_order: list[Node] = []
+    finished: set[int] = set()
+    for output in outputs:
+        stack: list[tuple[Node, bool]] = [(output.node, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                finished.add(id(node))
+                post_order.append(node)
+                continue
+            if id(node) in finished:
+                continue
+            if id(node.layer) not in first_visit:
+                first_visit[id(node.layer)] = len(first_visit)
+                layers.append(node.layer)
+            stack.append((node, True))
+            stack.extend((parent.node, False) for parent in reversed(node.parents))
+    node_depth: dict[int, int] = {}
+    layer_depth: dict[int, int] = {}
+    for node in reversed(post_order):  # outputs first: a node is deeper than everything it feeds
+        depth = max(node_depth.setdefault(id(node), 0), layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = node_depth[id(node)] = depth
+        for parent in node.parents:
+            node_depth[id(parent.node)] = max(depth + 1, node_depth.get(id(parent.node), 0))
+    return sorted(layers, key=lambda l: (-layer_depth[id(l)], first_visit[id(l)]))
+
+
 def assign_names(layers: Sequence[Layer]) -> None:
     """Name unnamed layers Keras-style (``dense``, ``dense_1``, ...) unique within ``layers``.
 
@@ -130,11 +166,8 @@ class Model:
             if isinstance(node.layer, InputLayer) and id(node) not in declared:
                 raise ValueError(f"The model's outputs depend on an Input that is not among its inputs: "
                                  f"{node.output!r}. Pass it in `inputs`.")
-        layers: list[Layer] = []
-        for node in nodes:
-            if all(node.layer is not l for l in layers):
-                layers.append(node.layer)
-        assign_names(layers)
+        assign_names([n.layer for n in nodes])  # graph order, so names follow the order of the calls
+        layers = keras_layer_order(flat_out)
         check_unique_names(layers, self.name)
         self._inputs, self._outputs = inputs, outputs
         self._flat_inputs, self._flat_outputs = flat_in, flat_out
@@ -199,13 +232,18 @@ class Model:
             self._abstract = jax.eval_shape(self.init, jax.random.key(0))
         return self._abstract
 
-    def param_labels(self, params: Mapping | None = None) -> dict:
-        """``"trainable"``/``"frozen"`` for every leaf of ``params`` by its layer's ``trainable`` flag,
-        for ``optax.multi_transform`` (frozen leaves get exactly zero updates)."""
+    def param_labels(self, params: Mapping | None = None, groups: Mapping[str, str] | None = None) -> dict:
+        """A label for every leaf of ``params``, for ``optax.multi_transform``: ``"frozen"`` for layers
+        with ``trainable=False`` (they get exactly zero updates), else the layer's entry in ``groups``
+        (layer name -> optimizer group), else ``"trainable"``."""
         params = self.abstract_variables()["params"] if params is None else params
+        groups = dict(groups or {})
         trainable = {layer.name: layer.trainable for layer in self._layers}
-        return {name: jax.tree.map(lambda _, t=trainable.get(name, True): "trainable" if t else "frozen", sub)
-                for name, sub in params.items()}
+
+        def label(name: str) -> str:
+            return groups.get(name, "trainable") if trainable.get(name, True) else "frozen"
+
+        return {name: jax.tree.map(lambda _, l=label(name): l, sub) for name, sub in params.items()}
 
     def count_params(self) -> int:
         """All variables' sizes, BN moving statistics included (as Keras)."""
@@ -244,7 +282,7 @@ class Model:
             args = ([values[id(t)] for t in node.inputs] if isinstance(node.inputs, list)
                     else values[id(node.inputs)])
             layer_vars = {c: sub[layer.name] for c, sub in variables.items() if layer.name in sub}
-            out, upd = layer.apply(layer_vars, args, training=training,
+            out, upd = layer.apply(layer_vars, args, training=training and not layer.inference_mode,
                                    rng=layer_rng(rng, layer.name, node.call_index))
             values[id(node.output)] = out
             for collection, value in upd.items():
@@ -265,8 +303,9 @@ class Model:
             given = [inputs[k] for k in self._inputs]
         elif len(self._flat_inputs) > 1:
             if not isinstance(inputs, (list, tuple)) or len(inputs) != len(self._flat_inputs):
-                raise ValueError(f"Model {self.name!r} expects a list of {len(self._flat_inputs)} inputs, got "
-                                 f"{type(inputs).__name__}{'' if not isinstance(inputs, (list, tuple)) else f' of {len(inputs)}'}.")
+                got = f"{len(inputs)} inputs" if isinstance(inputs, (list, tuple)) else type(inputs).__name__
+                raise ValueError(f"Model {self.name!r} expects a list of {len(self._flat_inputs)} inputs, "
+                                 f"got {got}.")
             given = list(inputs)
         else:
             given = [inputs[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else inputs]
@@ -294,15 +333,17 @@ class Model:
                 if layer_name not in given:
                     problems.append(f"{collection}/{layer_name}: missing")
                     continue
-                exp_leaves = jax.tree_util.tree_flatten_with_path(expected)[0]
+                want = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
                 got = dict(jax.tree_util.tree_flatten_with_path(given[layer_name])[0])
-                for path, leaf in exp_leaves:
-                    key = "/".join(str(getattr(p, "key", p)) for p in path)
+                for path in [*want, *(p for p in got if p not in want)]:
+                    where = "/".join([collection, layer_name, *(str(getattr(p, "key", p)) for p in path)])
                     if path not in got:
-                        problems.append(f"{collection}/{layer_name}/{key}: missing")
-                    elif tuple(np.shape(got[path])) != tuple(leaf.shape):
-                        problems.append(f"{collection}/{layer_name}/{key}: shape {tuple(np.shape(got[path]))}, "
-                                        f"expected {tuple(leaf.shape)}")
+                        problems.append(f"{where}: missing")
+                    elif path not in want:
+                        problems.append(f"{where}: not a variable of this layer")
+                    elif tuple(np.shape(got[path])) != tuple(want[path].shape):
+                        problems.append(f"{where}: shape {tuple(np.shape(got[path]))}, expected "
+                                        f"{tuple(want[path].shape)}")
         if problems:
             raise ValueError(f"The variables do not fit model {self.name!r}:\n  " + "\n  ".join(problems))
 

@@ -171,28 +171,30 @@ class Trainer:
             raise ValueError(f"The {split} inputs contain NaN or inf values.")
 
     def _batch_weights(self, y: np.ndarray, class_weight: Any, sample_weight: np.ndarray | None):
-        """Per-example weights (Keras: class weights become sample weights), or None."""
+        """Per-example weights (Keras: class weights become sample weights; not both at once), or None."""
         if class_weight is None and sample_weight is None:
             return None
-        weights = np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
-        if weights.shape != (len(y),):
-            raise ValueError(f"sample_weight must have shape ({len(y)},), got {weights.shape}.")
-        if class_weight is not None:
-            n = self._num_classes()
-            labels = _class_ids(y)
-            if isinstance(class_weight, str):
-                if class_weight != "balanced":
-                    raise ValueError(f"class_weight must be a dict, a sequence or 'balanced', got {class_weight!r}.")
-                table = class_weights_balanced(labels, n)
-            else:
-                table = np.ones(n, np.float32)
-                items = class_weight.items() if isinstance(class_weight, Mapping) else enumerate(class_weight)
-                for cls, w in items:
-                    if not 0 <= int(cls) < n:
-                        raise ValueError(f"class_weight has class {cls}, outside [0, {n}).")
-                    table[int(cls)] = w
-            weights = weights * np.asarray(table, np.float32)[labels]
-        return weights
+        if class_weight is not None and sample_weight is not None:
+            raise ValueError("Pass class_weight or sample_weight, not both (as Keras): fold the class "
+                             "weights into the sample weights instead.")
+        if sample_weight is not None:
+            weights = np.asarray(sample_weight, np.float32)
+            if weights.shape != (len(y),):
+                raise ValueError(f"sample_weight must have shape ({len(y)},), got {weights.shape}.")
+            return weights
+        n, labels = self._num_classes(), _class_ids(y)
+        if isinstance(class_weight, str):
+            if class_weight != "balanced":
+                raise ValueError(f"class_weight must be a dict, a sequence or 'balanced', got {class_weight!r}.")
+            table = class_weights_balanced(labels, n)
+        else:
+            table = np.ones(n, np.float32)
+            items = class_weight.items() if isinstance(class_weight, Mapping) else enumerate(class_weight)
+            for cls, w in items:
+                if not 0 <= int(cls) < n:
+                    raise ValueError(f"class_weight has class {cls}, outside [0, {n}).")
+                table[int(cls)] = w
+        return np.asarray(table, np.float32)[labels]
 
     # -------------------------------------------------------------------------------- fit
     def fit(self, state: TrainState, data: Any, epochs: int = 1, batch_size: int = 32, *,
