@@ -1,9 +1,12 @@
 """The ``fluxnet`` command line: train, evaluate, summary, baseline.
 
     fluxnet train CONFIG [key=value ...] [--workdir DIR]
+    fluxnet pretrain CONFIG [key=value ...] [--workdir DIR]      (fluxnet.transfer.pretrain)
+    fluxnet transfer CONFIG [key=value ...] [--workdir DIR]      (fluxnet.transfer.transfer)
     fluxnet evaluate WORKDIR [--split test] [--best]
     fluxnet summary CONFIG [key=value ...]
     fluxnet baseline CONFIG [key=value ...]
+    fluxnet augment-preview CONFIG [key=value ...] [--output PNG]
 
 Errors in configs, data or checkpoints end the command with a one-line message and exit code 2; a
 training loss that becomes NaN or inf ends it with exit code 1 (the last good checkpoint is kept).
@@ -22,11 +25,13 @@ def _default_workdir(config_path: str) -> str:
     return str(Path("runs") / Path(config_path).stem)
 
 
-def _cmd_train(args) -> None:
-    from fluxnet import run
+def _run_command(args) -> None:
+    """``train``, ``pretrain`` or ``transfer``: a run directory from a config; prints the summary's head."""
+    from fluxnet import run, transfer
 
+    job = {"train": run.train, "pretrain": transfer.pretrain, "transfer": transfer.transfer}[args.command]
     config = run.resolve_config(args.config, args.overrides)
-    summary = run.train(config, args.workdir or _default_workdir(args.config), verbose=0 if args.quiet else 1)
+    summary = job(config, args.workdir or _default_workdir(args.config), verbose=0 if args.quiet else 1)
     print(json.dumps({"test": summary["test"], "baseline": summary["baseline"],
                       "epochs_completed": summary["epochs_completed"]}))
 
@@ -51,16 +56,35 @@ def _cmd_baseline(args) -> None:
     print(json.dumps(run.baseline_report(run.resolve_config(args.config, args.overrides))))
 
 
+def _cmd_augment_preview(args) -> None:
+    import jax
+
+    from fluxnet import run
+    from fluxnet.augment import Pipeline, preview_grid
+
+    config = run.resolve_config(args.config, args.overrides)
+    ops = config.get("augment")
+    if not ops:
+        raise ValueError(f"{args.config} configures no augmentation: it needs an `augment` list of ops, "
+                         "e.g. ({'op': 'RandomRotation', 'factor': 0.1},).")
+    splits, _ = run.prepare_data(config)
+    pipeline = Pipeline.from_config(run._plain(ops), num_classes=splits.metadata.num_classes)
+    print(preview_grid(pipeline, splits.train.images, jax.random.key(config.seed), path=args.output))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fluxnet", description="Keras-style deep learning on JAX.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a config into a run directory (resumes if it exists)")
-    t.add_argument("config")
-    t.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    t.add_argument("--workdir", default=None, help="run directory (default: runs/<config stem>)")
-    t.add_argument("--quiet", action="store_true", help="no progress output")
-    t.set_defaults(fn=_cmd_train)
+    for name, text in [("train", "train a config into a run directory (resumes if it exists)"),
+                       ("pretrain", "train a source task and export its backbone (configs/digits_pretrain.py)"),
+                       ("transfer", "train a new head on a pretrained backbone (configs/digits_transfer.py)")]:
+        t = sub.add_parser(name, help=text)
+        t.add_argument("config")
+        t.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+        t.add_argument("--workdir", default=None, help="run directory (default: runs/<config stem>)")
+        t.add_argument("--quiet", action="store_true", help="no progress output")
+        t.set_defaults(fn=_run_command)
 
     e = sub.add_parser("evaluate", help="evaluate a run's checkpoint")
     e.add_argument("workdir")
@@ -74,6 +98,12 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("config")
         s.add_argument("overrides", nargs="*")
         s.set_defaults(fn=fn)
+
+    a = sub.add_parser("augment-preview", help="a PNG grid of training images and augmented versions of them")
+    a.add_argument("config")
+    a.add_argument("overrides", nargs="*")
+    a.add_argument("--output", default="augment_preview.png", help="the PNG to write")
+    a.set_defaults(fn=_cmd_augment_preview)
     return p
 
 

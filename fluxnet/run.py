@@ -17,6 +17,7 @@ epoch E or while its checkpoint is being written (``fluxnet.train.faults``), to 
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -27,14 +28,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jax
-import numpy as np
 from ml_collections import ConfigDict
 
 from fluxnet import losses as losses_lib
 from fluxnet import optimizers
 from fluxnet.checkpoint import Checkpointer
 from fluxnet.config import apply_overrides, config_diff, load_config, load_saved_config, save_config
-from fluxnet.data import load_dataset, num_batches, preprocess_splits
+from fluxnet.data import DEFAULT_SPLITS, limit_per_class, load_dataset, num_batches, preprocess_splits, select_classes
 from fluxnet.models import Model, model_from_config
 from fluxnet.models.zoo import build_model
 from fluxnet.plots import confusion_matrix_plot, training_curves
@@ -58,10 +58,15 @@ def _plain(value: Any) -> Any:
 
 
 def prepare_data(config: ConfigDict):
-    """``(splits, preprocessor)``: the configured data set split and preprocessed (float32)."""
+    """``(splits, preprocessor)``: the configured data set split, restricted to ``data.classes`` (relabelled
+    0..k-1) and to ``data.train_per_class`` training examples per class where set, and preprocessed."""
     d = config.data
     splits = load_dataset(d.name, data_dir=d.data_dir, splits=_plain(d.splits), seed=config.seed,
                           stratify=d.stratify, image_size=d.image_size)
+    if d.get("classes"):
+        splits = select_classes(splits, d.classes)
+    if d.get("train_per_class"):
+        splits = dataclasses.replace(splits, train=limit_per_class(splits.train, d.train_per_class, seed=config.seed))
     return preprocess_splits(splits, _plain(d.preprocess))
 
 
@@ -135,7 +140,7 @@ def _stopped_early(meta: Mapping | None) -> bool:
 
 def _monitor(config: ConfigDict) -> str | None:
     """The metric that ranks checkpoints (``train.checkpoint.monitor``); None without a validation split."""
-    has_validation = _plain(config.data.splits).get("validation") is not None
+    has_validation = (_plain(config.data.splits) or DEFAULT_SPLITS).get("validation") is not None
     return _plain(config.train.checkpoint).get("monitor") if has_validation else None
 
 
@@ -153,6 +158,7 @@ def _restore(trainer: Trainer, checkpointer: Checkpointer, step: int):
 
 
 def _warn_if_schedule_stretched(config: ConfigDict, workdir: Path) -> None:
+    """A note on stderr when a grown ``train.epochs`` stretches a schedule that spans the whole run."""
     saved = workdir / CONFIG_FILE
     if not saved.exists() or load_saved_config(saved).train.epochs == config.train.epochs:
         return
@@ -160,8 +166,9 @@ def _warn_if_schedule_stretched(config: ConfigDict, workdir: Path) -> None:
     name = schedule.get("name") if isinstance(schedule, Mapping) else schedule
     if name in ("cosine", "warmup_cosine") and not (isinstance(schedule, Mapping) and schedule.get("decay_steps")):
         print(f"Note: train.epochs changed, so the {name!r} learning-rate schedule now spans "
-              f"{config.train.epochs} epochs from here on; set optimizer.schedule's decay_steps for a "
-              "schedule that does not depend on train.epochs.", file=sys.stderr)
+              f"{config.train.epochs} epochs from here on, and the result will differ from a run started "
+              f"with train.epochs={config.train.epochs} (a constant schedule, or a fixed decay_steps, "
+              "would not).", file=sys.stderr)
 
 
 def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits, *, verbose: int = 1,
@@ -211,7 +218,8 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
     best = None
     if best_step is not None:
         best_state, _ = _restore(trainer, checkpointer, best_step)
-        best = {"epoch": best_step, "test": trainer.evaluate(best_state, test, batch_size=256)}
+        best = {"epoch": best_step, "monitor": checkpointer.monitor,
+                "test": trainer.evaluate(best_state, test, batch_size=256)}
     checkpointer.close()
     if verbose:
         print("Test: " + " - ".join(f"{k}: {v:.4f}" for k, v in test_metrics.items())

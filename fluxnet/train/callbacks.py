@@ -11,7 +11,7 @@ import math
 import os
 from typing import Any
 
-import numpy as np
+import jax
 
 
 class Callback:
@@ -188,15 +188,6 @@ class MetricsLog(Callback):
         os.replace(tmp, self.path)
 
 
-def to_builtin(value: Any) -> Any:
-    """numpy scalars to Python floats/ints for JSON logs."""
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
-
-
 def _copy(tree: Any) -> Any:
     """Fresh buffers: the train step donates the state's, which would delete a kept reference."""
-    import jax
-
     return jax.tree.map(lambda a: a.copy(), tree)

@@ -38,13 +38,13 @@ PARALLEL = ("sharding", "pmap")
 def _optimizer(model: Model, optimizer: Any, param_groups: Mapping[str, str] | None) -> optax.GradientTransformation:
     """The optimizer over the model's params: frozen layers (``trainable=False``) get exactly zero
     updates; with ``param_groups`` each layer's group gets its own transform from ``optimizer``."""
-    labels = model.param_labels()
+    labels = model.param_labels(groups=param_groups)
     if param_groups is None:
         if isinstance(optimizer, Mapping):
             raise TypeError("optimizer is a mapping of parameter groups, but no param_groups were given.")
         if "frozen" not in jax.tree.leaves(labels):
             return optimizers.get(optimizer)
-        transforms = {"trainable": optimizer}
+        optimizer = {"trainable": optimizer}
     else:
         if not isinstance(optimizer, Mapping):
             raise TypeError("With param_groups, optimizer must map each group to an optimizer, got "
@@ -52,14 +52,10 @@ def _optimizer(model: Model, optimizer: Any, param_groups: Mapping[str, str] | N
         unknown = sorted(set(param_groups) - set(labels))
         if unknown:
             raise ValueError(f"param_groups names layers without parameters or not in the model: {unknown}.")
-        missing = sorted(name for name, sub in labels.items()
-                         if name not in param_groups and "trainable" in jax.tree.leaves(sub))
+        missing = sorted(name for name, sub in labels.items() if "trainable" in jax.tree.leaves(sub))
         if missing:
             raise ValueError(f"param_groups gives no group to the trainable layers {missing}.")
-        labels = {name: jax.tree.map(lambda t, g=param_groups.get(name): g if t == "trainable" else t, sub)
-                  for name, sub in labels.items()}
-        transforms = dict(optimizer)
-    return optimizers.partitioned(None, labels, {**transforms, "frozen": optax.set_to_zero()})
+    return optimizers.partitioned(None, labels, {**optimizer, "frozen": optax.set_to_zero()})
 
 
 def _as_xy(data: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -208,6 +204,10 @@ class Trainer:
         ``e``, and each step's randomness on the state's key and step, so a resumed run repeats an
         uninterrupted one exactly. With ``checkpointer`` every epoch is saved (state, callback states,
         history); ``resume`` is the meta ``restore`` returned, to continue callbacks where they were.
+        ``class_weight`` (a dict, a sequence or ``"balanced"``) or ``sample_weight`` weigh each example
+        as Keras does: the loss is ``sum(w * loss) / rows``, metrics are ``w``-weighted means.
+        ``oversample=True`` redraws examples of the rarer classes each epoch up to the majority count.
+        A NaN or inf epoch loss raises FloatingPointError before that epoch is saved.
         """
         x, y = _as_xy(data, "fit data")
         if y is None:

@@ -1,0 +1,211 @@
+"""Run directories and the command line: ``fluxnet train`` end to end, exact resumes (a longer run,
+kill -9 in an epoch and in a save), refused config changes, config errors, NaN losses, ``evaluate``
+and ``load_run``. One straight 3-epoch run (a subprocess, as users run it) is the reference."""
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import fluxnet as fx
+from fluxnet import cli, run
+from fluxnet.checkpoint import Checkpointer
+from fluxnet.config import load_saved_config
+from fluxnet.models import model_from_config
+
+CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "digits_cnn.py")
+# EarlyStopping watches val_loss in mode "max", which never improves on epoch 1: it runs all 3 epochs
+# and then restores epoch 1's weights, so the final model differs from the last checkpoint's.
+EARLY_STOPPING = '{"monitor": "val_loss", "mode": "max", "patience": 5, "restore_best_weights": True}'
+
+
+def overrides(data_dir, epochs=3, *extra):
+    return [f"data.data_dir={data_dir}", "model.cnn.filters=(8,)", "model.cnn.dense_units=16",
+            "train.batch_size=64", "optimizer.schedule=constant", f"train.early_stopping={EARLY_STOPPING}",
+            f"train.epochs={epochs}", *extra]
+
+
+def fluxnet_process(args, crash_at=None):
+    env = {k: v for k, v in os.environ.items() if k != "FLUXNET_CRASH_AT"}
+    if crash_at:
+        env["FLUXNET_CRASH_AT"] = crash_at
+    return subprocess.run([sys.executable, "-m", "fluxnet.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def latest_state(workdir: Path):
+    """The latest checkpoint's TrainState, restored as a fresh process would."""
+    config = load_saved_config(workdir / "config.json")
+    model = model_from_config(json.loads((workdir / "model.json").read_text()))
+    trainer = run.build_trainer(config, model, steps_per_epoch=1)
+    checkpointer = Checkpointer(workdir / "checkpoints", read_only=True)
+    state, _, _ = checkpointer.restore(checkpointer.latest_step(), trainer.abstract_state())
+    checkpointer.close()
+    return jax.device_get(state)
+
+
+def assert_same_run(workdir: Path, reference: Path):
+    """Bit-identical results: metrics.jsonl, summary.json's numbers, the latest checkpoint."""
+    assert (workdir / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
+    ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (workdir, reference))
+    for key in ("test", "best_checkpoint", "history", "epochs_completed", "steps", "baseline"):
+        assert ours[key] == theirs[key], key
+    assert repr(ours["test"]["loss"]) == repr(theirs["test"]["loss"])
+    same = jax.tree.map(lambda a, b: np.array_equal(a, b), latest_state(workdir), latest_state(reference))
+    assert all(jax.tree.leaves(same))
+    assert not glob.glob(str(workdir / "checkpoints" / "*tmp*"))
+
+
+def snapshot(directory: Path) -> dict:
+    return {str(p): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+            for p in sorted(directory.rglob("*"))}
+
+
+def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of TensorBoard event files (TFRecord framing, parsed without TensorFlow)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, digits_tfds_dir):
+    """The reference: ``fluxnet train`` for 3 epochs in one go, in its own process."""
+    workdir = tmp_path_factory.mktemp("runs") / "straight"
+    proc = fluxnet_process(["train", CONFIG, *overrides(digits_tfds_dir), "--workdir", str(workdir), "--quiet"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, proc.stdout
+
+
+def test_train_writes_the_run_directory(straight):
+    workdir, stdout = straight
+    for name in ("config.json", "model.json", "metrics.jsonl", "curves.png", "confusion_matrix.png", "summary.json"):
+        assert (workdir / name).is_file(), name
+    assert (workdir / "checkpoints").is_dir() and (workdir / "tensorboard").is_dir()
+    text = (workdir / "summary.json").read_text()
+    summary = json.loads(text)
+    assert set(summary["test"]) == {"loss", "accuracy"} and summary["epochs_completed"] == 3
+    base = summary["baseline"]
+    assert base["accuracy"] == max(base["majority"], base["logistic_regression"]) > 0.9
+    for value in (summary["test"]["loss"], base["logistic_regression"], *summary["history"]["loss"]):
+        assert repr(value) in text                    # full precision, not rounded
+    assert summary["versions"]["jax"] == jax.__version__ and summary["versions"]["fluxnet"]
+    assert len(summary["git_revision"].removesuffix("-dirty")) == 40
+    assert json.loads(stdout.strip().splitlines()[-1])["test"] == summary["test"]
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["loss"] for r in records] == summary["history"]["loss"]
+    scalars = tensorboard_scalars(workdir / "tensorboard")
+    assert [step for step, _ in scalars["val_accuracy"]] == [1, 2, 3]
+    np.testing.assert_allclose([v for _, v in scalars["loss"]], summary["history"]["loss"], rtol=1e-6)
+    assert json.loads((workdir / "config.json").read_text())["train"]["epochs"] == 3
+
+
+def test_evaluate_and_load_run_reproduce_the_summary(straight, capsys):
+    workdir, _ = straight
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert cli.main(["evaluate", str(workdir), "--split", "test"]) == 0
+    assert json.loads(capsys.readouterr().out) == summary["test"]
+    test = run.prepare_data(load_saved_config(workdir / "config.json"))[0].test
+    for best, expected in ((False, summary["test"]), (True, summary["best_checkpoint"]["test"])):
+        model, variables = fx.load_run(workdir, best=best)
+        logits, _ = model.apply(variables, test.images)
+        assert np.mean(np.asarray(logits).argmax(-1) == test.labels) == expected["accuracy"]
+    # the final model is EarlyStopping's epoch-1 weights, not the last epoch's
+    final = fx.load_run(workdir)[1]
+    assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, final["params"], latest_state(workdir).params)))
+
+
+def test_a_longer_run_continues_exactly(straight, tmp_path, digits_tfds_dir, capsys):
+    reference, _ = straight
+    workdir = tmp_path / "grown"
+    for epochs in (2, 3):
+        assert cli.main(["train", CONFIG, *overrides(digits_tfds_dir, epochs), "--workdir", str(workdir),
+                         "--quiet"]) == 0
+    assert json.loads((workdir / "summary.json").read_text())["epochs_completed"] == 3
+    assert_same_run(workdir, reference)
+
+
+def test_killed_runs_resume_exactly(straight, tmp_path, digits_tfds_dir):
+    """kill -9 halfway through epoch 3, then (resumed) while checkpoint 3 is written; a third run
+    finishes and equals the straight one. The half-written checkpoint never counts."""
+    reference, _ = straight
+    workdir = tmp_path / "killed"
+    args = ["train", CONFIG, *overrides(digits_tfds_dir), "--workdir", str(workdir), "--quiet"]
+    proc = fluxnet_process(args, crash_at="epoch:3")
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    proc = fluxnet_process(args, crash_at="save:3")
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 3    # epoch 3 logged, then killed
+    assert glob.glob(str(workdir / "checkpoints" / "3.orbax-checkpoint-tmp*"))
+    checkpointer = Checkpointer(workdir / "checkpoints", read_only=True)
+    assert checkpointer.latest_step() == 2
+    checkpointer.close()
+    assert cli.main(args) == 0
+    assert_same_run(workdir, reference)
+
+
+def test_a_changed_config_is_refused_and_nothing_is_touched(straight, digits_tfds_dir, capsys):
+    workdir, _ = straight
+    before = snapshot(workdir)
+    code = cli.main(["train", CONFIG, *overrides(digits_tfds_dir, 4, "optimizer.learning_rate=0.01",
+                                                 "model.cnn.dense_units=32"), "--workdir", str(workdir)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "optimizer.learning_rate: 0.002 (saved) -> 0.01" in err and "model.cnn.dense_units: 16 (saved) -> 32" in err
+    assert "train.epochs:" not in err                 # a larger train.epochs alone would be fine
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "Unknown config key 'train.epoch'. Did you mean 'train.epochs'"),
+    ("train.epochs=three", "Config key 'train.epochs' expects a value of type int"),
+    ("model.name=transformer", "Unknown model 'transformer'"),
+    ("optimizer.name=adamm", "Unknown optimizer 'adamm'. Did you mean 'adam'"),
+    ("loss.name=crossentropy", "Unknown loss 'crossentropy'"),
+    ("data.name=mnistt", "Unknown data set 'mnistt'"),
+    ("train.parallel=pmapp", "Unknown parallel mode 'pmapp'. Did you mean 'pmap'"),
+])
+def test_config_errors_exit_2_with_one_line_and_write_nothing(override, message, tmp_path, digits_tfds_dir,
+                                                              capsys):
+    workdir = tmp_path / "run"
+    assert cli.main(["train", CONFIG, *overrides(digits_tfds_dir), override, "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fluxnet train: error: ") and message in err and "\n" not in err
+    assert not workdir.exists()
+
+
+def test_a_nan_loss_ends_the_run_with_a_clear_message(tmp_path, digits_tfds_dir, capsys):
+    workdir = tmp_path / "nan"
+    code = cli.main(["train", CONFIG, *overrides(digits_tfds_dir, 2, "optimizer.learning_rate=1e30"),
+                     "--workdir", str(workdir), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "The training loss became nan in epoch 1" in err and "last checkpoint" in err
+    assert not (workdir / "metrics.jsonl").exists() and not (workdir / "summary.json").exists()
+
+
+def test_growing_a_run_notes_a_schedule_that_spans_train_epochs(straight, digits_tfds_dir, capsys):
+    workdir, _ = straight
+    for schedule, noted in (("constant", False), ("cosine", True)):
+        config = run.resolve_config(CONFIG, overrides(digits_tfds_dir, 5, f"optimizer.schedule={schedule}"))
+        run._warn_if_schedule_stretched(config, workdir)
+        assert ("'cosine' learning-rate schedule now spans 5 epochs" in capsys.readouterr().err) == noted
