@@ -99,18 +99,40 @@ class Checkpointer:
         ``abstract_state`` (``extra`` onto its sharding, or None if the checkpoint has none); a
         checkpoint that does not fit raises with every mismatched path listed."""
         saved = self.manager.item_metadata(step)
-        problems = _mismatches(abstract_state, _tree_of(saved, "state"))
+        self._check_fits(step, abstract_state, _tree_of(saved, "state"), "model/optimizer")
+        sharding = jax.tree.leaves(abstract_state)[0].sharding
+        out = self._restore_items(step, saved, sharding, state=ocp.args.StandardRestore(abstract_state))
+        return out["state"], dict(out["meta"]), out.get("extra")
+
+    def restore_variables(self, step: int, abstract_variables: Any) -> tuple[dict, dict, Any]:
+        """``(variables, meta, extra)`` of ``step``: only the model's variables of the train state (a
+        partial restore), so no optimizer needs to be rebuilt -- for inference and evaluation."""
+        saved = self.manager.item_metadata(step)
+        target = {"params": abstract_variables["params"],
+                  "model_state": {k: v for k, v in abstract_variables.items() if k != "params"}}
+        tree = _tree_of(saved, "state")
+        self._check_fits(step, target, {k: tree[k] for k in target if k in tree}, "model")
+        with ocp.PyTreeCheckpointer() as reader:
+            out = reader.restore(os.path.join(self.directory, str(step), "state"), args=ocp.args.PyTreeRestore(
+                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True))
+        rest = self._restore_items(step, saved, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+        return {"params": out["params"], **out["model_state"]}, dict(rest["meta"]), rest.get("extra")
+
+    def _check_fits(self, step: int, target: Any, saved_tree: Any, what: str) -> None:
+        problems = _mismatches(target, saved_tree)
         if problems:
-            raise ValueError(f"Checkpoint {self.directory}/{step} does not fit this model/optimizer:\n  "
+            raise ValueError(f"Checkpoint {self.directory}/{step} does not fit this {what}:\n  "
                              + "\n  ".join(problems))
-        items = {"state": ocp.args.StandardRestore(abstract_state), "meta": MetaRestore()}
-        extra_tree = _tree_of(saved, "extra") if "extra" in _item_names(saved) else None
-        if extra_tree is not None:
-            sharding = jax.tree.leaves(abstract_state)[0].sharding
+
+    def _restore_items(self, step: int, saved: Any, sharding: Any, **items) -> dict:
+        """Restore ``items`` plus ``meta`` and, when the checkpoint has one, ``extra`` (onto ``sharding``)."""
+        items["meta"] = MetaRestore()
+        if "extra" in _item_names(saved):
             items["extra"] = ocp.args.StandardRestore(jax.tree.map(
-                lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), extra_tree))
-        out = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return out["state"], dict(out["meta"]), out["extra"] if extra_tree is not None else None
+                lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding),
+                _tree_of(saved, "extra")))
+        return dict(self.manager.restore(step, args=ocp.args.Composite(**items)))
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from fluxnet.layers.base import Layer, format_shape, to_snake_case
+from fluxnet.layers.base import format_shape, to_snake_case
 from fluxnet.models.functional import Model
 from fluxnet.registry import Registry
 

@@ -274,9 +274,10 @@ def _restore_variables(workdir: Path, best: bool):
     step = checkpointer.best_step() if best else checkpointer.latest_step()
     if step is None:
         raise FileNotFoundError(f"{workdir} has no checkpoint to load.")
-    state, meta = _restore(trainer, checkpointer, step)
+    variables, meta, arrays = checkpointer.restore_variables(step, model.abstract_variables())
     checkpointer.close()
-    return config, model, trainer, state if best else _final_state(state, meta, config)
+    state = trainer.with_variables(trainer.init(jax.random.key(0)), variables)  # evaluation needs no optimizer
+    return config, model, trainer, state if best else _final_state(state, {**meta, "arrays": arrays}, config)
 
 
 def load_run(workdir: str | os.PathLike, best: bool = False) -> tuple[Model, dict]:

@@ -1,6 +1,5 @@
 """Tests for fluxnet.data: tfds without TensorFlow, digits, image folders, splits, preprocessing,
 checks, class imbalance, batching and prefetch. Every data dir is a temporary one."""
-import os
 import socket
 
 import jax

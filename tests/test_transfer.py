@@ -11,6 +11,7 @@ import pytest
 import fluxnet as fx
 from fluxnet import layers, optimizers, pretrained, transfer
 from fluxnet.data import limit_per_class, select_classes
+from fluxnet.models.zoo import build_model
 
 LOSS = fx.losses.get("sparse_categorical_crossentropy", from_logits=True)
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -147,7 +148,7 @@ def test_balanced_class_weights_raise_balanced_accuracy_on_imbalanced_digits(dig
     x, y = train.images[keep], train.labels[keep]
     scores = {}
     for weighting in (None, "balanced"):
-        model = fx.models.zoo.build_model("mlp", (8, 8, 1), 10, units=(32,), dropout=0.0)
+        model = build_model("mlp", (8, 8, 1), 10, units=(32,), dropout=0.0)
         trainer = fx.Trainer(model, loss=LOSS, optimizer=optimizers.get("adam", 3e-3))
         state, _ = trainer.fit(trainer.init(jax.random.key(0)), (x, y), epochs=4, batch_size=32, verbose=0,
                                class_weight=weighting)
@@ -159,7 +160,7 @@ def test_balanced_class_weights_raise_balanced_accuracy_on_imbalanced_digits(dig
 def test_pretrain_then_transfer_commands(tmp_path, digits_tfds_dir):
     from fluxnet import cli
 
-    common = [f"data.data_dir={digits_tfds_dir}", "train.epochs=2", "model.cnn.filters=(8,)",
+    common = [f"data.data_dir={digits_tfds_dir}", "train.epochs=2", "model.cnn.filters=(8, 8)",
               "model.cnn.dense_units=16"]
     zoo_dir = tmp_path / "zoo"
     assert cli.main(["pretrain", str(CONFIGS / "digits_pretrain.py"), *common, f"pretrain.zoo={zoo_dir}",

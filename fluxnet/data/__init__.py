@@ -31,5 +31,6 @@ __all__ = [
     "DatasetSplits", "Digits", "ImageFolder", "Prefetcher", "Preprocessing", "Preprocessor", "Split",
     "channel_stats", "check_labels", "class_weights_balanced", "fit_preprocessor", "fraction_split_indices",
     "load_dataset", "normalize", "num_batches", "open_dataset", "oversample_indices", "preprocess_splits",
-    "read_split", "rescale", "resize", "split_spec_arg", "validate", "validate_splits",
+    "read_split", "rescale", "resize", "split_spec_arg", "validate", "validate_splits", "select_classes",
+    "limit_per_class",
 ]
