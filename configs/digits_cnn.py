@@ -15,7 +15,12 @@ def get_config() -> ConfigDict:
         "stratify": True,
         "image_size": None,               # (height, width) to resize to; None keeps the data set's size
         "preprocess": {"rescale": 1 / 255, "normalize": False},
+        "classes": None,                  # e.g. (0, 1, 2, 3, 4): only these classes, relabelled 0..k-1
+        "train_per_class": None,          # few-shot: at most this many training images per class
     })
+    # On-device augmentation in the train step (fluxnet.augment ops, Keras names), e.g.
+    # augment=({"op": "RandomTranslation", "height_factor": 0.1, "width_factor": 0.1},)
+    config.augment = ()
     config.model = ConfigDict({
         "name": "cnn",                    # mlp | cnn | resnet
         "cnn": {"filters": (32, 64), "dense_units": 128, "dropout": 0.3, "batch_norm": True},

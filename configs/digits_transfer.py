@@ -14,8 +14,6 @@ def get_config() -> ConfigDict:
     config = load_config(Path(__file__).with_name("digits_cnn.py"))
     del config["model"]                   # the model is the backbone plus a new head
     config.data.classes = (5, 6, 7, 8, 9)
-    config.data.train_per_class = None    # few-shot: at most this many training images per class
-    config.augment = ()                   # e.g. ({"op": "RandomTranslation", "height_factor": 0.1, ...},)
     config.train.epochs = 30
     config.train.early_stopping.patience = 0
     config.transfer = ConfigDict({

@@ -75,10 +75,19 @@ def build_configured_model(config: ConfigDict, input_shape, num_classes: int) ->
     return build_model(name, input_shape, num_classes, **_plain(config.model.get(name, {})))
 
 
+def build_augment(config: ConfigDict, num_classes: int):
+    """The on-device augmentation pipeline of ``config.augment`` (a list of ops), or None."""
+    from fluxnet.augment import Pipeline
+
+    ops = _plain(config.get("augment"))
+    return Pipeline.from_config(ops, num_classes=num_classes) if ops else None
+
+
 def build_trainer(config: ConfigDict, model: Model, steps_per_epoch: int, optimizer: Any = None,
-                  augment: Any = None, param_groups: Mapping[str, str] | None = None) -> Trainer:
+                  param_groups: Mapping[str, str] | None = None) -> Trainer:
     """The Trainer a config describes (``optimizer``: an optax transform, or one per parameter group
-    of ``param_groups``, replacing the config's)."""
+    of ``param_groups``, replacing the config's); ``config.augment`` runs inside its train step."""
+    augment = build_augment(config, model.outputs[0].shape[-1])
     loss_cfg = dict(_plain(config.loss))
     loss = losses_lib.get(loss_cfg.pop("name"), **loss_cfg)
     if optimizer is None:
@@ -172,7 +181,7 @@ def _warn_if_schedule_stretched(config: ConfigDict, workdir: Path) -> None:
 
 
 def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits, *, verbose: int = 1,
-            optimizer: Any = None, augment: Any = None, init_variables: Any = None,
+            optimizer: Any = None, init_variables: Any = None,
             param_groups: Mapping[str, str] | None = None, extra_summary: Mapping | None = None) -> dict:
     """Train ``model`` on ``splits`` into ``workdir`` (resuming if it holds a checkpoint), evaluate on
     the test split and write the report. Shared by ``train``, ``pretrain`` and ``transfer``.
@@ -183,7 +192,7 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
     check_workdir(config, workdir)
     train, val, test = splits.train, splits.validation, splits.test
     steps_per_epoch = num_batches(len(train), config.train.batch_size, True)
-    trainer = build_trainer(config, model, steps_per_epoch, optimizer, augment, param_groups)
+    trainer = build_trainer(config, model, steps_per_epoch, optimizer, param_groups)
     state = trainer.init(jax.random.key(config.seed))
     if init_variables is not None:
         state = trainer.with_variables(state, init_variables)

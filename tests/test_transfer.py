@@ -190,3 +190,20 @@ def test_pretrain_then_transfer_commands(tmp_path, digits_tfds_dir):
                      "augment=({'op': 'RandomRotation', 'factor': 0.1},)", "--output",
                      str(tmp_path / "preview.png")]) == 0
     assert (tmp_path / "preview.png").stat().st_size > 1000
+
+
+def test_mixup_in_the_train_step_trains_sparse_labels_on_their_dense_loss(digits_splits):
+    """MixUp makes soft labels inside the step; the trainer then trains on categorical cross-entropy
+    (same from_logits) while evaluation keeps the sparse loss -- and the step still compiles once."""
+    from fluxnet.augment import Pipeline
+
+    pipeline = Pipeline.from_config([{"op": "RandomTranslation", "height_factor": 0.1, "width_factor": 0.1},
+                                     {"op": "MixUp", "alpha": 0.2}], num_classes=10)
+    model = build_model("mlp", (8, 8, 1), 10, units=(32,), dropout=0.0)
+    trainer = fx.Trainer(model, loss=LOSS, optimizer=optimizers.get("adam", 3e-3), metrics=["accuracy"],
+                         augment=pipeline)
+    state, history = trainer.fit(trainer.init(jax.random.key(0)), digits_splits.train, epochs=3, batch_size=64,
+                                 verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert trainer.evaluate(state, digits_splits.test)["accuracy"] > 0.6  # 10 classes: chance is 0.1
+    assert trainer.train_step._cache_size() == 1

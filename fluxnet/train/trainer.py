@@ -105,7 +105,10 @@ class Trainer:
         self.parallel = parallel
         self.steps_per_execution = int(steps_per_execution)
         replicated = sharding.replicated(self.mesh)
-        train_step = make_train_step(model, self.loss_fn, tx, self.metric_fns, augment,
+        # MixUp/CutMix turn labels into soft one-hot targets: train on the loss' dense equivalent.
+        train_loss = losses_lib.dense_equivalent(self.loss_fn) if getattr(augment, "mixes_labels", False) \
+            else self.loss_fn
+        train_step = make_train_step(model, train_loss, tx, self.metric_fns, augment,
                                      axis_name="data" if parallel == "pmap" else None)
         single = sharding.batch_sharded(self.mesh)
 
