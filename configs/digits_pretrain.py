@@ -14,7 +14,7 @@ from fluxnet.config import load_config
 def get_config() -> ConfigDict:
     config = load_config(Path(__file__).with_name("digits_cnn.py"))
     config.data.classes = (0, 1, 2, 3, 4)
-    config.train.epochs = 15
+    config.train.epochs = 40           # 585 images: enough steps for BatchNormalization's moving statistics
     config.pretrain = ConfigDict({
         "cut": "pool2",                   # the last backbone layer (its output feeds the new head)
         "name": "digits04",               # zoo entry; None: only WORKDIR/backbone
