@@ -139,6 +139,7 @@ def write_plot(results, path: Path) -> None:
             stds = [np.std(results[f"{method}|{s}|{aug}"]) for s in SHOTS]
             ax.errorbar(SHOTS, means, yerr=stds, marker="o", capsize=3, label=method)
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(SHOTS, [str(s) for s in SHOTS])
         ax.set_xlabel("training images per class")
         ax.set_title("with augmentation" if aug == "aug" else "without augmentation")
