@@ -209,3 +209,13 @@ def test_growing_a_run_notes_a_schedule_that_spans_train_epochs(straight, digits
         config = run.resolve_config(CONFIG, overrides(digits_tfds_dir, 5, f"optimizer.schedule={schedule}"))
         run._warn_if_schedule_stretched(config, workdir)
         assert ("'cosine' learning-rate schedule now spans 5 epochs" in capsys.readouterr().err) == noted
+
+
+def test_overrides_may_follow_options(tmp_path, digits_tfds_dir, capsys):
+    """``fluxnet train CONFIG --workdir DIR key=value``: the override is read, not rejected by argparse."""
+    code = cli.main(["train", CONFIG, "--workdir", str(tmp_path / "w"), f"data.data_dir={digits_tfds_dir}",
+                     "model.name=nope"])
+    assert code == 2 and "'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", str(tmp_path), "--bogus"])
