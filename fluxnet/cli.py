@@ -110,6 +110,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
+    from fluxnet.train.sharding import initialize_distributed
+
+    initialize_distributed()
     # key=value overrides may also come after options (``--workdir DIR train.epochs=3``)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]

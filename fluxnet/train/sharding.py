@@ -1,11 +1,12 @@
 """Data parallelism over local devices: a ``("data",)`` mesh, batches sharded, train state replicated.
 
 With ``jax.jit`` and these shardings XLA inserts the gradient all-reduce, and BatchNormalization's
-``jnp.mean`` over the batch axis becomes a mean over the *global* batch. Batches are placed from one
-host's memory, so training runs in a single process (all of its local devices).
+``jnp.mean`` over the batch axis becomes a mean over the *global* batch. Batches are placed from host
+memory; a multi-host job (:func:`initialize_distributed`) feeds every host the same global batches.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -41,3 +42,15 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 def stacked_batch_sharded(mesh: Mesh) -> NamedSharding:
     """Groups of batches stacked on a leading axis (fused steps): split along the batch axis."""
     return NamedSharding(mesh, P(None, "data"))
+
+
+def initialize_distributed() -> bool:
+    """Join a multi-host job when the environment describes one (``JAX_COORDINATOR_ADDRESS`` set, or
+    ``FLUXNET_DISTRIBUTED=1`` on a cluster ``jax.distributed.initialize`` detects, e.g. SLURM or TPU
+    pods); then the mesh spans every host's devices and each host feeds the same global batches, of
+    which jit transfers only its own devices' shards. Returns whether it initialised. Single-host runs
+    (everything tested here) skip it."""
+    if not (os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("FLUXNET_DISTRIBUTED") == "1"):
+        return False
+    jax.distributed.initialize()
+    return True
