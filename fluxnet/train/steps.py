@@ -20,14 +20,14 @@ Metrics = dict
 Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
-def metric_sums(loss: jax.Array, y: Any, preds: Any, mask: jax.Array, weight: jax.Array | None,
+def metric_sums(loss: jax.Array, y: Any, preds: Any, mask: jax.Array | None, weight: jax.Array | None,
                 metric_fns: Mapping[str, Callable]) -> Metrics:
     """Sums that average, over an epoch, to Keras' reported loss and metrics.
 
     The loss is weighted by real rows (Keras' loss tracker weights each batch by its size); metrics
-    by ``mask * sample_weight`` as Keras' compiled metrics.
+    by ``mask * sample_weight`` as Keras' compiled metrics. ``mask=None``: every row is real.
     """
-    real = mask.astype(jnp.float32)
+    real = jnp.ones(jax.tree.leaves(preds)[0].shape[:1], jnp.float32) if mask is None else mask.astype(jnp.float32)
     count = jnp.sum(real)
     out = {"loss": (loss * count, count)}
     w = real if weight is None else real * weight
@@ -54,7 +54,8 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
         if axis_name is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
         aug_key, model_key = jax.random.split(key)
-        x, y, mask, weight = batch["x"], batch["y"], batch["mask"], batch.get("weight")
+        # Training batches are full (the last partial one is dropped), so they carry no mask.
+        x, y, mask, weight = batch["x"], batch["y"], batch.get("mask"), batch.get("weight")
         if augment is not None:
             x, y = augment(aug_key, x, y)
 

@@ -339,7 +339,7 @@ class Trainer:
         """``(device batch, steps in it)``: single batches sharded over the mesh, or groups of ``k``
         stacked on a leading axis (the epoch's last ``steps % k`` batches go one by one)."""
         pmap = self.parallel == "pmap"
-        host = (_gather(arrays, b) for b in batches)
+        host = (_gather(arrays, b, with_mask=False) for b in batches)  # drop_remainder: every row is real
         groups = batches.steps_per_epoch // k if k > 1 else 0
         stacked = (jax.tree.map(lambda *a: np.stack(a), *[next(host) for _ in range(k)]) for _ in range(groups))
         single = sharding.batch_sharded(self.mesh)
@@ -386,9 +386,11 @@ class Trainer:
             jax.tree.map(lambda o, m=np.asarray(m): o[m], o) for o, m in host])
 
 
-def _gather(arrays: dict, batch: dict) -> dict:
-    """Slice every array at a batch of example indices (``BatchIterator`` over ``arange(n)``)."""
-    return {**{k: a[batch["image"]] for k, a in arrays.items()}, "mask": batch["mask"]}
+def _gather(arrays: dict, batch: dict, with_mask: bool = True) -> dict:
+    """Slice every array at a batch of example indices (``BatchIterator`` over ``arange(n)``), with the
+    batch's mask of real rows unless the batch is known to be full."""
+    out = {k: a[batch["image"]] for k, a in arrays.items()}
+    return {**out, "mask": batch["mask"]} if with_mask else out
 
 
 def _to_host(tree: Any) -> Any:
