@@ -24,6 +24,8 @@ PIPELINES = {
     "geometric": [{"op": "RandomTranslation", "height_factor": 0.125, "width_factor": 0.125,
                    "fill_mode": "constant"},
                   {"op": "RandomRotation", "factor": 0.04, "fill_mode": "constant"}],
+    "shift": [{"op": "RandomTranslation", "height_factor": 0.125, "width_factor": 0.125,
+               "fill_mode": "constant", "interpolation": "nearest"}],
     "full": [{"op": "RandomTranslation", "height_factor": 0.125, "width_factor": 0.125, "fill_mode": "constant"},
              {"op": "RandomRotation", "factor": 0.04, "fill_mode": "constant"},
              {"op": "RandomZoom", "height_factor": 0.1, "fill_mode": "constant"},
