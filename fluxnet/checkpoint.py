@@ -18,6 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
+from fluxnet.metrics import monitor_mode
+
 from fluxnet.train import faults
 
 
@@ -49,10 +51,8 @@ class Checkpointer:
     def __init__(self, directory: str | os.PathLike, keep: int = 2, monitor: str | None = "val_loss",
                  mode: str = "auto", keep_best: int = 1, async_save: bool = True, meta: Mapping | None = None,
                  read_only: bool = False):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"Checkpointer mode must be 'auto', 'min' or 'max', got {mode!r}.")
-        if mode == "auto" and monitor is not None:
-            mode = "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
+        if monitor is not None:
+            mode = monitor_mode(monitor, mode)
         self.directory = os.path.abspath(os.fspath(directory))
         self.static_meta = dict(meta or {})  # written into every checkpoint (e.g. the model config)
         self.monitor, self.mode = monitor, mode

@@ -202,3 +202,13 @@ def name_of(identifier: str | MetricFn) -> str:
     """The name to log a metric under: a string as given (``"acc"`` stays ``"acc"``, as in Keras'
     history), else its registered name or the function's ``__name__``."""
     return _name_of(REGISTRY, identifier)
+
+
+def monitor_mode(monitor: str, mode: str = "auto") -> str:
+    """Whether a monitored value improves going up (``"max"``) or down (``"min"``); ``"auto"`` follows
+    Keras: accuracy-like names (acc, auc, precision, recall) go up, everything else (losses) down."""
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
+    if mode != "auto":
+        return mode
+    return "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"

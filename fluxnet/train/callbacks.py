@@ -13,6 +13,8 @@ from typing import Any
 
 import jax
 
+from fluxnet.metrics import monitor_mode
+
 
 class Callback:
     """Base class; every hook is optional."""
@@ -61,14 +63,6 @@ class History(Callback):
         self.epoch = list(state.get("epoch", []))
 
 
-def _resolve_mode(monitor: str, mode: str) -> str:
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
-    if mode != "auto":
-        return mode
-    return "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"
-
-
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (Keras 3 semantics,
     including ``baseline``, ``start_from_epoch`` and ``restore_best_weights``; a NaN value is no
@@ -78,7 +72,7 @@ class EarlyStopping(Callback):
                  mode: str = "auto", baseline: float | None = None, restore_best_weights: bool = False,
                  start_from_epoch: int = 0):
         self.monitor, self.patience, self.verbose = monitor, patience, verbose
-        self.mode = _resolve_mode(monitor, mode)
+        self.mode = monitor_mode(monitor, mode)
         self.min_delta = abs(min_delta) * (1 if self.mode == "max" else -1)
         self.baseline, self.restore_best_weights = baseline, restore_best_weights
         self.start_from_epoch = start_from_epoch
