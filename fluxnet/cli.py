@@ -60,15 +60,14 @@ def _cmd_augment_preview(args) -> None:
     import jax
 
     from fluxnet import run
-    from fluxnet.augment import Pipeline, preview_grid
+    from fluxnet.augment import preview_grid
 
     config = run.resolve_config(args.config, args.overrides)
-    ops = config.get("augment")
-    if not ops:
+    if not config.get("augment"):
         raise ValueError(f"{args.config} configures no augmentation: it needs an `augment` list of ops, "
                          "e.g. ({'op': 'RandomRotation', 'factor': 0.1},).")
     splits, _ = run.prepare_data(config)
-    pipeline = Pipeline.from_config(run._plain(ops), num_classes=splits.metadata.num_classes)
+    pipeline = run.build_augment(config, splits.metadata.num_classes)
     print(preview_grid(pipeline, splits.train.images, jax.random.key(config.seed), path=args.output))
 
 

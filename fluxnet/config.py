@@ -44,6 +44,11 @@ def load_config(path: str | Path) -> ConfigDict:
     return cfg
 
 
+def plain(value: Any) -> Any:
+    """A ConfigDict (or FrozenConfigDict) as a plain nested dict; any other value unchanged."""
+    return value.to_dict() if hasattr(value, "to_dict") else value
+
+
 def _is_group(value: Any) -> bool:
     return isinstance(value, (ConfigDict, Mapping))
 

@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fluxnet.config import plain
 from fluxnet.registry import Registry, unknown_name_error
 
 LearningRate = Union[float, Callable[[jax.Array], jax.Array]]
@@ -357,8 +358,7 @@ def make_schedule(spec: str | Mapping[str, Any] | None, learning_rate: float, *,
 
 def _plain_dict(cfg: Any, what: str) -> dict[str, Any]:
     """A plain dict copy of a Mapping or ml_collections ConfigDict."""
-    if hasattr(cfg, "to_dict"):
-        return cfg.to_dict()
+    cfg = plain(cfg)
     if isinstance(cfg, Mapping):
         return dict(cfg)
     raise TypeError(f"{what} must be a mapping or ConfigDict, got {type(cfg).__name__}.")

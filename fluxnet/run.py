@@ -33,7 +33,7 @@ from ml_collections import ConfigDict
 from fluxnet import losses as losses_lib
 from fluxnet import optimizers
 from fluxnet.checkpoint import Checkpointer
-from fluxnet.config import apply_overrides, config_diff, load_config, load_saved_config, save_config
+from fluxnet.config import apply_overrides, config_diff, load_config, load_saved_config, plain, save_config
 from fluxnet.data import DEFAULT_SPLITS, limit_per_class, load_dataset, num_batches, preprocess_splits, select_classes
 from fluxnet.models import Model, model_from_config
 from fluxnet.models.zoo import build_model
@@ -53,33 +53,29 @@ def resolve_config(path: str | os.PathLike, overrides: list[str] = ()) -> Config
     return apply_overrides(load_config(path), list(overrides))
 
 
-def _plain(value: Any) -> Any:
-    return value.to_dict() if hasattr(value, "to_dict") else value
-
-
 def prepare_data(config: ConfigDict):
     """``(splits, preprocessor)``: the configured data set split, restricted to ``data.classes`` (relabelled
     0..k-1) and to ``data.train_per_class`` training examples per class where set, and preprocessed."""
     d = config.data
-    splits = load_dataset(d.name, data_dir=d.data_dir, splits=_plain(d.splits), seed=config.seed,
+    splits = load_dataset(d.name, data_dir=d.data_dir, splits=plain(d.splits), seed=config.seed,
                           stratify=d.stratify, image_size=d.image_size)
     if d.get("classes"):
         splits = select_classes(splits, d.classes)
     if d.get("train_per_class"):
         splits = dataclasses.replace(splits, train=limit_per_class(splits.train, d.train_per_class, seed=config.seed))
-    return preprocess_splits(splits, _plain(d.preprocess))
+    return preprocess_splits(splits, plain(d.preprocess))
 
 
 def build_configured_model(config: ConfigDict, input_shape, num_classes: int) -> Model:
     name = config.model.name
-    return build_model(name, input_shape, num_classes, **_plain(config.model.get(name, {})))
+    return build_model(name, input_shape, num_classes, **plain(config.model.get(name, {})))
 
 
 def build_augment(config: ConfigDict, num_classes: int):
     """The on-device augmentation pipeline of ``config.augment`` (a list of ops), or None."""
     from fluxnet.augment import Pipeline
 
-    ops = _plain(config.get("augment"))
+    ops = plain(config.get("augment"))
     return Pipeline.from_config(ops, num_classes=num_classes) if ops else None
 
 
@@ -88,10 +84,10 @@ def build_trainer(config: ConfigDict, model: Model, steps_per_epoch: int, optimi
     """The Trainer a config describes (``optimizer``: an optax transform, or one per parameter group
     of ``param_groups``, replacing the config's); ``config.augment`` runs inside its train step."""
     augment = build_augment(config, model.outputs[0].shape[-1])
-    loss_cfg = dict(_plain(config.loss))
+    loss_cfg = dict(plain(config.loss))
     loss = losses_lib.get(loss_cfg.pop("name"), **loss_cfg)
     if optimizer is None:
-        optimizer = optimizers.build_optimizer(_plain(config.optimizer),
+        optimizer = optimizers.build_optimizer(plain(config.optimizer),
                                                total_steps=max(1, config.train.epochs * steps_per_epoch))
     return Trainer(model, loss=loss, optimizer=optimizer, metrics=list(config.metrics), augment=augment,
                    steps_per_execution=config.train.steps_per_execution, param_groups=param_groups,
@@ -136,7 +132,7 @@ def check_workdir(config: ConfigDict, workdir: Path) -> None:
 
 def _callbacks(config: ConfigDict, workdir: Path) -> list:
     cbs = [MetricsLog(str(workdir / METRICS_FILE)), TensorBoard(str(workdir / "tensorboard"))]
-    es = _plain(config.train.early_stopping)
+    es = plain(config.train.early_stopping)
     if es and es.get("patience"):
         cbs.append(EarlyStopping(**es))
     return cbs
@@ -149,13 +145,13 @@ def _stopped_early(meta: Mapping | None) -> bool:
 
 def _monitor(config: ConfigDict) -> str | None:
     """The metric that ranks checkpoints (``train.checkpoint.monitor``); None without a validation split."""
-    has_validation = (_plain(config.data.splits) or DEFAULT_SPLITS).get("validation") is not None
-    return _plain(config.train.checkpoint).get("monitor") if has_validation else None
+    has_validation = (plain(config.data.splits) or DEFAULT_SPLITS).get("validation") is not None
+    return plain(config.train.checkpoint).get("monitor") if has_validation else None
 
 
 def _open_checkpoints(config: ConfigDict, workdir: Path, read_only: bool = True, meta: Mapping | None = None,
                       monitor: str | None = None) -> Checkpointer:
-    ck = _plain(config.train.checkpoint)
+    ck = plain(config.train.checkpoint)
     return Checkpointer(workdir / "checkpoints", keep=ck.get("keep", 2), monitor=monitor, meta=meta,
                         read_only=read_only)
 
@@ -171,7 +167,7 @@ def _warn_if_schedule_stretched(config: ConfigDict, workdir: Path) -> None:
     saved = workdir / CONFIG_FILE
     if not saved.exists() or load_saved_config(saved).train.epochs == config.train.epochs:
         return
-    schedule = _plain(config.optimizer.get("schedule"))
+    schedule = plain(config.optimizer.get("schedule"))
     name = schedule.get("name") if isinstance(schedule, Mapping) else schedule
     if name in ("cosine", "warmup_cosine") and not (isinstance(schedule, Mapping) and schedule.get("decay_steps")):
         print(f"Note: train.epochs changed, so the {name!r} learning-rate schedule now spans "
@@ -220,7 +216,7 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
     remaining = 0 if _stopped_early(resume) else max(0, config.train.epochs - int(state.epoch))
     state, history = trainer.fit(
         state, train, epochs=remaining, batch_size=config.train.batch_size, validation_data=val,
-        verbose=verbose, callbacks=callbacks, class_weight=_plain(config.train.class_weight),
+        verbose=verbose, callbacks=callbacks, class_weight=plain(config.train.class_weight),
         oversample=config.train.oversample, seed=config.seed, checkpointer=checkpointer, resume=resume)
     test_metrics = trainer.evaluate(state, test, batch_size=256)
     best_step = checkpointer.best_step()

@@ -111,17 +111,19 @@ def transfer(config, workdir, verbose: int = 1) -> dict:
     import jax
 
     from fluxnet import optimizers, pretrained, run
+    from fluxnet.config import plain
+    from fluxnet.data import num_batches
 
     t = config.transfer
     backbone, backbone_variables = pretrained.load(t.backbone, t.zoo)
     splits, _ = run.prepare_data(config)
-    head = run._plain(t.head)
+    head = plain(t.head)
     model = build_transfer_model(backbone, splits.metadata.num_classes, **head)
     groups = configure(model, backbone, t.mode, t.fine_tune_layers)
     init = pretrained.restore_into(model.init(jax.random.key(config.seed)), backbone_variables,
                                    exclude=list(t.exclude))
-    steps = max(1, config.train.epochs * run.num_batches(len(splits.train), config.train.batch_size, True))
-    opt = run._plain(config.optimizer)
+    steps = max(1, config.train.epochs * num_batches(len(splits.train), config.train.batch_size, True))
+    opt = plain(config.optimizer)
     head_lr = opt.get("learning_rate") or optimizers.default_learning_rate(opt["name"])
     txs = {"head": optimizers.build_optimizer(opt, total_steps=steps),
            "backbone": optimizers.build_optimizer({**opt, "learning_rate": head_lr * t.backbone_lr_factor},

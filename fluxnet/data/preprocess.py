@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fluxnet.config import plain
 from fluxnet.data.images import image_size_arg
 from fluxnet.data.splits import DatasetSplits
 from fluxnet.registry import unknown_name_error
@@ -87,7 +88,7 @@ class Preprocessing:
             return cls()
         if isinstance(config, cls):
             return config
-        items = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+        items = dict(plain(config))
         fields = [f.name for f in dataclasses.fields(cls)]
         for key in items:
             if key not in fields:
