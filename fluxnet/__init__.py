@@ -1,18 +1,26 @@
-"""fluxnet: Keras' ease with JAX's speed and reproducibility."""
-from fluxnet import (activations, applications, augment, initializers, layers, losses, metrics, optimizers,
-                     pretrained, transfer)
-from fluxnet.keras_weights import load_keras_weights
+"""fluxnet: Keras' ease with JAX's speed and reproducibility.
+
+This module is the façade: it re-exports the library (layers, models, losses, metrics, optimizers,
+data, augment, train, transfer, applications) and the run-directory entry point ``load_run`` of the
+application layer (``fluxnet.runs``). The library packages never import the application layer
+(``fluxnet.runs``, ``fluxnet.tune``, ``fluxnet.cli``); ``pyproject.toml``'s import contracts check it.
+"""
+from fluxnet import (activations, applications, augment, errors, initializers, layers, losses, metrics,
+                     optimizers, transfer)
+from fluxnet.errors import FluxnetError
 from fluxnet.models import Model, Sequential, model_from_config
 from fluxnet.train import Trainer
+from fluxnet.train.sharding import initialize_distributed
+from fluxnet.transfer import load_keras_weights, pretrained
 
 __version__ = "0.1.0"
-__all__ = ["Model", "Sequential", "Trainer", "model_from_config", "load_run", "load_keras_weights", "layers",
-           "activations", "initializers", "losses", "metrics", "optimizers", "augment", "applications",
-           "pretrained", "transfer"]
+__all__ = ["FluxnetError", "Model", "Sequential", "Trainer", "initialize_distributed", "load_keras_weights",
+           "load_run", "model_from_config", "activations", "applications", "augment", "errors", "initializers",
+           "layers", "losses", "metrics", "optimizers", "pretrained", "transfer"]
 
 
 def load_run(workdir, best: bool = False):
-    """``(model, variables)`` of a run directory (see ``fluxnet.run.load_run``)."""
-    from fluxnet.run import load_run as _load_run
+    """``(model, variables)`` of a run directory (see ``fluxnet.runs.workdir.load_run``)."""
+    from fluxnet.runs.workdir import load_run as _load_run
 
     return _load_run(workdir, best=best)

@@ -13,12 +13,8 @@ import jax.numpy as jnp
 from fluxnet.registry import Registry
 
 Activation = Callable[[jax.Array], jax.Array]
-_REGISTRY: Registry[Activation] = Registry("activation")
-
-
-def register(name: str, fn: Activation | None = None, *, aliases=()):
-    """Register a custom activation under ``name`` (decorator when ``fn`` is None)."""
-    return _REGISTRY.register(name, fn, aliases=aliases)
+ACTIVATIONS: Registry[Activation] = Registry("activation")
+register = ACTIVATIONS.register  # register(name, fn) or @register(name): a custom activation
 
 
 def linear(x):
@@ -110,12 +106,12 @@ def get(identifier: str | Activation | None) -> Activation:
         return linear
     if callable(identifier):
         return identifier
-    return _REGISTRY.get(identifier)
+    return ACTIVATIONS.get(identifier)
 
 
 def serialize(fn: Activation) -> str:
     """The registered name of ``fn`` (for model configs); error for unregistered callables."""
-    name = _REGISTRY.name_of(fn)
+    name = ACTIVATIONS.name_of(fn)
     if name is None:
         raise ValueError(f"Activation {fn!r} is not registered, so a model config cannot record it: "
                          "register it with fluxnet.activations.register(name, fn).")
@@ -123,4 +119,4 @@ def serialize(fn: Activation) -> str:
 
 
 def names() -> list[str]:
-    return _REGISTRY.names()
+    return ACTIVATIONS.names()

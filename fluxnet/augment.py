@@ -52,17 +52,8 @@ INTERPOLATIONS = {"nearest": 0, "bilinear": 1}       # name -> spline order of m
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 
 OPS: Registry[type] = Registry("augmentation op")
+register = OPS.register  # @register("Name"): an op available to Pipeline.from_config
 
-
-def register(cls: type) -> type:
-    """Class decorator: make an op available to ``Pipeline.from_config`` under its class name."""
-    OPS.register(cls.__name__, cls)
-    return cls
-
-
-# ----------------------------------------------------------------------------------------------
-# Argument checks (run at construction, before any trace)
-# ----------------------------------------------------------------------------------------------
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -323,7 +314,7 @@ class BatchOp(Op):
 # Per-example ops
 # ----------------------------------------------------------------------------------------------
 
-@register
+@register("RandomFlip")
 @dataclasses.dataclass(frozen=True)
 class RandomFlip(ImageOp):
     """Flip left-right ("horizontal"), top-bottom ("vertical") or each independently, with chance 1/2."""
@@ -342,7 +333,7 @@ class RandomFlip(ImageOp):
         return image
 
 
-@register
+@register("RandomRotation")
 @dataclasses.dataclass(frozen=True)
 class RandomRotation(_AffineOp):
     """Rotate by a random fraction of a full turn from ``factor``; positive is counter-clockwise."""
@@ -356,7 +347,7 @@ class RandomRotation(_AffineOp):
         return _rotation_matrix(u[0] * 2.0 * math.pi, height, width)
 
 
-@register
+@register("RandomZoom")
 @dataclasses.dataclass(frozen=True)
 class RandomZoom(_AffineOp):
     """Zoom by 1 + a random value from ``height_factor`` (and ``width_factor``; None keeps the aspect).
@@ -378,7 +369,7 @@ class RandomZoom(_AffineOp):
         return _zoom_matrix(1.0 + u[-1], 1.0 + u[0], height, width)
 
 
-@register
+@register("RandomTranslation")
 @dataclasses.dataclass(frozen=True)
 class RandomTranslation(_AffineOp):
     """Shift by random fractions of the height (positive: down) and width (positive: right)."""
@@ -394,7 +385,7 @@ class RandomTranslation(_AffineOp):
         return _translation_matrix(u[1] * width, u[0] * height)
 
 
-@register
+@register("RandomPadCrop")
 @dataclasses.dataclass(frozen=True)
 class RandomPadCrop(ImageOp):
     """CIFAR-style "pad by ``padding`` and crop back at random": a random whole-pixel shift.
@@ -429,7 +420,7 @@ class RandomPadCrop(ImageOp):
                                 interpolation="nearest", fill_value=self.fill_value)
 
 
-@register
+@register("RandomCrop")
 @dataclasses.dataclass(frozen=True)
 class RandomCrop(ImageOp):
     """Crop a random ``height`` x ``width`` window (one per example).
@@ -468,7 +459,7 @@ class RandomCrop(ImageOp):
         return image
 
 
-@register
+@register("RandomBrightness")
 @dataclasses.dataclass(frozen=True)
 class RandomBrightness(ImageOp):
     """Add ``delta * (high - low)`` to every pixel, delta drawn from ``factor``; clip to value_range."""
@@ -487,7 +478,7 @@ class RandomBrightness(ImageOp):
         return jnp.clip(image + delta, low, high)
 
 
-@register
+@register("RandomContrast")
 @dataclasses.dataclass(frozen=True)
 class RandomContrast(ImageOp):
     """``(x - mean) * c + mean`` per channel (mean over height and width), clipped to value_range.
@@ -515,7 +506,7 @@ class RandomContrast(ImageOp):
         return jnp.clip((image - mean) * contrast + mean, low, high)
 
 
-@register
+@register("RandomErasing")
 @dataclasses.dataclass(frozen=True)
 class RandomErasing(ImageOp):
     """Cutout: fill a random rectangle (Keras' RandomErasing).
@@ -568,7 +559,7 @@ class RandomErasing(ImageOp):
 # Batch ops
 # ----------------------------------------------------------------------------------------------
 
-@register
+@register("MixUp")
 @dataclasses.dataclass(frozen=True)
 class MixUp(BatchOp):
     """``w * x + (1 - w) * partner``, w ~ Beta(alpha, alpha) per example; labels mixed alike."""
@@ -585,7 +576,7 @@ class MixUp(BatchOp):
         return w * images + (1 - w) * partners, weight
 
 
-@register
+@register("CutMix")
 @dataclasses.dataclass(frozen=True)
 class CutMix(BatchOp):
     """Paste a random box of the partner into each example; labels weighted by the pasted area.

@@ -19,7 +19,8 @@ from jax.nn import initializers as jinit
 from fluxnet.registry import Registry
 
 Initializer = Callable
-_REGISTRY: Registry[Initializer] = Registry("initializer")
+INITIALIZERS: Registry[Initializer] = Registry("initializer")
+register = INITIALIZERS.register  # register(name, fn) or @register(name): a custom initialiser
 
 # Unit samplers: (key, flat shape, dtype) -> values; the truncated normal is cut at 2 standard deviations.
 _SAMPLERS = {
@@ -28,11 +29,6 @@ _SAMPLERS = {
     "truncated_normal": lambda key, size, dtype: jax.random.truncated_normal(key, -2.0, 2.0, size, dtype),
 }
 _UNIT_STDDEV = {"uniform": math.sqrt(1 / 3), "normal": 1.0, "truncated_normal": 0.87962566103423978}
-
-
-def register(name: str, fn: Initializer | None = None, *, aliases=()):
-    """Register a custom initialiser under ``name`` (decorator when ``fn`` is None)."""
-    return _REGISTRY.register(name, fn, aliases=aliases)
 
 
 def _draw(distribution: str, key: jax.Array, shape, dtype, scale: float) -> jax.Array:
@@ -83,14 +79,14 @@ def get(identifier: str | Initializer) -> Initializer:
     """An initialiser by Keras name or as a callable ``(key, shape, dtype) -> array``."""
     if callable(identifier):
         return identifier
-    return _REGISTRY.get(identifier)
+    return INITIALIZERS.get(identifier)
 
 
 def serialize(fn: Initializer | str) -> str:
     """The registered name of an initialiser (for model configs)."""
     if isinstance(fn, str):
         return fn
-    name = _REGISTRY.name_of(fn)
+    name = INITIALIZERS.name_of(fn)
     if name is None:
         raise ValueError(f"Initializer {fn!r} is not registered, so a model config cannot record it: "
                          "register it with fluxnet.initializers.register(name, fn).")

@@ -27,13 +27,13 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from fluxnet.registry import Registry, resolve
+from fluxnet.registry import Registry, name_for, resolve
 
 EPSILON = 1e-7  # keras.backend.epsilon()
 
 LossFn = Callable[..., jax.Array]
 
-REGISTRY: Registry[LossFn] = Registry("loss")
+LOSSES: Registry[LossFn] = Registry("loss")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,10 +353,7 @@ def cosine_similarity(y_true: ArrayLike, y_pred: ArrayLike, axis: int = -1) -> j
 # Registry
 # ----------------------------------------------------------------------------------------------
 
-def register(name: str, fn: LossFn | None = None, aliases: Iterable[str] = (), *,
-             overwrite: bool = False) -> Any:
-    """Register a loss under ``name`` and ``aliases``; used as ``@register("name")`` when ``fn`` is None."""
-    return REGISTRY.register(name, fn, aliases=aliases, overwrite=overwrite)
+register = LOSSES.register  # register(name, fn, aliases=...) or @register(name): a custom loss
 
 
 for _fn, _aliases in [
@@ -374,29 +371,8 @@ for _fn, _aliases in [
     (categorical_hinge, ()),
     (cosine_similarity, ("cosine_proximity",)),
 ]:
-    register(_fn.__name__, _fn, _aliases)
+    register(_fn.__name__, _fn, aliases=_aliases)
 del _fn, _aliases
-
-
-def _get_from(registry: Registry[LossFn], identifier: str | LossFn, options: dict[str, Any]) -> LossFn:
-    """``identifier`` resolved in ``registry``, with ``options`` bound after checking their names."""
-    fn = resolve(registry, identifier)
-    if not options:
-        return fn
-    try:
-        inspect.signature(fn).bind_partial(None, None, **options)
-    except TypeError as err:
-        raise TypeError(f"{registry.kind} {_name_of(registry, fn)!r} does not take options "
-                        f"{sorted(options)}: {err}") from None
-    return functools.partial(fn, **options)
-
-
-def _name_of(registry: Registry[LossFn], identifier: str | LossFn) -> str:
-    """A name for configs and logs: the string itself, the registered name, or the function's name."""
-    if isinstance(identifier, str):
-        return identifier
-    fn = identifier.func if isinstance(identifier, functools.partial) else identifier
-    return registry.name_of(fn) or getattr(fn, "__name__", type(fn).__name__)
 
 
 def get(identifier: str | LossFn, **options: Any) -> LossFn:
@@ -406,13 +382,13 @@ def get(identifier: str | LossFn, **options: Any) -> LossFn:
     (``functools.partial``); option names are checked here. Unknown names raise a ValueError that lists
     the valid names and the closest ones.
     """
-    return _get_from(REGISTRY, identifier, options)
+    return resolve(LOSSES, identifier, **options)
 
 
 def name_of(identifier: str | LossFn) -> str:
     """A loss' name for configs and logs: a string as given, else the name it was registered under
     (``functools.partial`` is seen through) or the function's ``__name__``."""
-    return _name_of(REGISTRY, identifier)
+    return name_for(LOSSES, identifier)
 
 
 # ----------------------------------------------------------------------------------------------

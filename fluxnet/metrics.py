@@ -28,12 +28,12 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from fluxnet import losses
-from fluxnet.losses import _align_ranks, _as_float, _check_same_shape, _get_from, _name_of, _sparse_labels
-from fluxnet.registry import Registry
+from fluxnet.losses import _align_ranks, _as_float, _check_same_shape, _sparse_labels
+from fluxnet.registry import Registry, name_for, resolve
 
 MetricFn = Callable[..., jax.Array]
 
-REGISTRY: Registry[MetricFn] = Registry("metric")
+METRICS: Registry[MetricFn] = Registry("metric")
 
 
 def _per_sample(values: jax.Array) -> jax.Array:
@@ -160,10 +160,7 @@ sparse_categorical_crossentropy = _samplewise(losses.sparse_categorical_crossent
 # Registry
 # ----------------------------------------------------------------------------------------------
 
-def register(name: str, fn: MetricFn | None = None, aliases: Iterable[str] = (), *,
-             overwrite: bool = False) -> Any:
-    """Register a metric under ``name`` and ``aliases``; used as ``@register("name")`` when ``fn`` is None."""
-    return REGISTRY.register(name, fn, aliases=aliases, overwrite=overwrite)
+register = METRICS.register  # register(name, fn, aliases=...) or @register(name): a custom metric
 
 
 for _fn, _aliases in [
@@ -186,7 +183,7 @@ for _fn, _aliases in [
     (categorical_crossentropy, ()),
     (sparse_categorical_crossentropy, ()),
 ]:
-    register(_fn.__name__, _fn, _aliases)
+    register(_fn.__name__, _fn, aliases=_aliases)
 del _fn, _aliases
 
 
@@ -195,13 +192,13 @@ def get(identifier: str | MetricFn, **options: Any) -> MetricFn:
 
     Unknown names raise a ValueError that lists the valid names and the closest ones.
     """
-    return _get_from(REGISTRY, identifier, options)
+    return resolve(METRICS, identifier, **options)
 
 
 def name_of(identifier: str | MetricFn) -> str:
     """The name to log a metric under: a string as given (``"acc"`` stays ``"acc"``, as in Keras'
     history), else its registered name or the function's ``__name__``."""
-    return _name_of(REGISTRY, identifier)
+    return name_for(METRICS, identifier)
 
 
 def monitor_mode(monitor: str, mode: str = "auto") -> str:

@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fluxnet.config import plain
+from fluxnet.tree import plain
 from fluxnet.registry import Registry, unknown_name_error
 
 LearningRate = Union[float, Callable[[jax.Array], jax.Array]]

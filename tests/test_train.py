@@ -15,8 +15,9 @@ import pytest
 
 import fluxnet as fx
 from fluxnet import layers
-from fluxnet.checkpoint import Checkpointer
-from fluxnet.models.zoo import build_model
+from fluxnet.train.checkpoint import Checkpointer
+from fluxnet.models.builders import build_model
+from fluxnet.tree import path_str
 from fluxnet.train import EarlyStopping
 
 LOGITS_CE = fx.losses.get("sparse_categorical_crossentropy", from_logits=True)
@@ -276,20 +277,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits_splits, tmp_pa
     assert leaves_equal(restored, good)
 
 
-def _path(keypath) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keypath)
-
-
 def test_a_checkpoint_that_does_not_fit_lists_every_mismatch(tmp_path):
     saved = fx.Trainer(tiny_mlp((16,)), loss=LOGITS_CE)
     checkpointer = Checkpointer(tmp_path / "ck", monitor=None)
     checkpointer.save(1, saved.init(jax.random.key(0)), meta={"epoch": 1})
     checkpointer.wait()
     target = fx.Trainer(tiny_mlp((32,)), loss=LOGITS_CE)
-    old = {_path(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(saved.abstract_state())}
-    new = {_path(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(target.abstract_state())}
-    expected = [f"{p}: missing from the checkpoint" for p in new if p not in old]
-    expected += [f"{p}: in the checkpoint but not in the model" for p in old if p not in new]
+    old = {path_str(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(saved.abstract_state())}
+    new = {path_str(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(target.abstract_state())}
+    expected = [f"{p}: missing from the checkpoint (model expects {new[p]})" for p in new if p not in old]
+    expected += [f"{p}: unexpected (in the checkpoint, not in the model), shape {old[p]}" for p in old if p not in new]
     expected += [f"{p}: checkpoint shape {old[p]}, model expects {new[p]}" for p in new
                  if p in old and old[p] != new[p]]
     assert len(expected) >= 6        # both Dense layers in params, Adam's mu and nu; plus renamed layers

@@ -17,7 +17,7 @@ import numpy as np
 
 from fluxnet import activations
 from fluxnet import layers
-from fluxnet.keras_weights import check_keras_weights
+from fluxnet.transfer.keras_weights import check_keras_weights
 from fluxnet.layers.base import SymbolicTensor
 from fluxnet.layers.core import InputLayer
 from fluxnet.models.functional import Model

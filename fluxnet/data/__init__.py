@@ -22,12 +22,12 @@ from fluxnet.data.load import load_dataset
 from fluxnet.data.prefetch import Prefetcher
 from fluxnet.data.preprocess import (Preprocessing, Preprocessor, channel_stats, fit_preprocessor,
                                      normalize, preprocess_splits, rescale, resize)
-from fluxnet.data.sources import BUNDLED, DatasetNotPreparedError, open_dataset, read_split
+from fluxnet.data.sources import BUNDLED_DATASETS, DatasetNotPreparedError, open_dataset, read_split
 from fluxnet.data.splits import (DEFAULT_SPLITS, DatasetMetadata, DatasetSplits, Split,
                                  fraction_split_indices, limit_per_class, select_classes, split_spec_arg)
 
 __all__ = [
-    "BUNDLED", "BatchIterator", "DEFAULT_SPLITS", "DatasetMetadata", "DatasetNotPreparedError",
+    "BUNDLED_DATASETS", "BatchIterator", "DEFAULT_SPLITS", "DatasetMetadata", "DatasetNotPreparedError",
     "DatasetSplits", "Digits", "ImageFolder", "Prefetcher", "Preprocessing", "Preprocessor", "Split",
     "channel_stats", "check_labels", "class_weights_balanced", "fit_preprocessor", "fraction_split_indices",
     "load_dataset", "normalize", "num_batches", "open_dataset", "oversample_indices", "preprocess_splits",

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fluxnet.config import plain
+from fluxnet.tree import plain
 from fluxnet.data.images import image_size_arg
 from fluxnet.data.splits import DatasetSplits
 from fluxnet.registry import unknown_name_error

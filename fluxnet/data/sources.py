@@ -27,8 +27,8 @@ from fluxnet.data.image_folder import ImageFolder
 from fluxnet.data.images import resize_uint8
 from fluxnet.registry import Registry, closest
 
-BUNDLED: Registry[type] = Registry("bundled data set")
-BUNDLED.register("digits", Digits)
+BUNDLED_DATASETS: Registry[type] = Registry("bundled data set")
+BUNDLED_DATASETS.register("digits", Digits)
 
 PREPARE_OPTIONS = {"file_format": "array_record",          # readable without TensorFlow
                    "download_config": tfds.download.DownloadConfig(try_download_gcs=False)}
@@ -52,8 +52,8 @@ def open_dataset(name: str | os.PathLike, *, data_dir: str | os.PathLike | None 
     ignore them here (``read_split`` resizes).
     """
     data_dir = None if data_dir is None else os.fspath(data_dir)
-    if isinstance(name, str) and name in BUNDLED:
-        return _prepared(BUNDLED.get(name)(data_dir=data_dir))
+    if isinstance(name, str) and name in BUNDLED_DATASETS:
+        return _prepared(BUNDLED_DATASETS.get(name)(data_dir=data_dir))
     if isinstance(name, os.PathLike) or (isinstance(name, str) and os.path.isdir(os.path.expanduser(name))):
         return _prepared(ImageFolder(name, image_size=image_size, color_mode=color_mode, data_dir=data_dir))
     if not isinstance(name, str):
@@ -61,10 +61,10 @@ def open_dataset(name: str | os.PathLike, *, data_dir: str | os.PathLike | None 
     try:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        known = [*BUNDLED.names(), *tfds.list_builders(with_community_datasets=False)]
+        known = [*BUNDLED_DATASETS.names(), *tfds.list_builders(with_community_datasets=False)]
         hint = closest(name.split(":")[0].split("/")[0], known)
         raise ValueError(
-            f"Unknown data set {name!r}: not a bundled data set ({', '.join(BUNDLED.names())}), not an "
+            f"Unknown data set {name!r}: not a bundled data set ({', '.join(BUNDLED_DATASETS.names())}), not an "
             "existing directory of class sub-folders, and not a tensorflow-datasets name."
             + (f" Did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")) from None
 

@@ -1,5 +1,5 @@
 """fluxnet layers: Keras 3 names, arguments and numerics, as pure init/apply functions."""
-from fluxnet.layers.base import Layer, LayerError, SymbolicTensor, register_layer
+from fluxnet.layers.base import Layer, LayerError, SymbolicTensor, register
 from fluxnet.layers.conv import Conv2D
 from fluxnet.layers.core import Activation, Dense, Dropout, Input, InputLayer
 from fluxnet.layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
@@ -8,7 +8,7 @@ from fluxnet.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, Glo
 from fluxnet.layers.reshaping import Flatten, Rescaling, Reshape, ZeroPadding2D
 
 __all__ = [
-    "Layer", "LayerError", "SymbolicTensor", "register_layer", "Input", "InputLayer", "Dense", "Activation",
+    "Layer", "LayerError", "SymbolicTensor", "register", "Input", "InputLayer", "Dense", "Activation",
     "Dropout", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
     "BatchNormalization", "Flatten", "Reshape", "ZeroPadding2D", "Rescaling", "Add", "Subtract", "Multiply",
     "Average", "Maximum", "Minimum", "Concatenate",

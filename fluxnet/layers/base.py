@@ -13,13 +13,13 @@ Layers with state updates (BatchNormalization) override ``apply``, which returns
 
 Custom layers subclass :class:`Layer` and implement what they need of the three functions (the
 defaults: identity shape, no variables). Constructor arguments are recorded automatically for
-``get_config`` (they must be JSON-friendly); :func:`register_layer` makes the class known to
+``get_config`` (they must be JSON-friendly); ``@layers.register("Name")`` makes the class known to
 ``Model.from_config``. A learned per-feature scale, usable in Sequential and Functional models::
 
     >>> import jax, jax.numpy as jnp, numpy as np
     >>> import fluxnet as fx
     >>> from fluxnet import layers
-    >>> @layers.register_layer
+    >>> @layers.register("LearnedScale")
     ... class LearnedScale(layers.Layer):
     ...     # inputs * gamma: one learned factor per feature (last axis)
     ...     def __init__(self, initial_value=1.0, name=None, **kwargs):
@@ -66,14 +66,7 @@ Variables = dict  # {collection: {variable name: array}} for one layer
 LAYERS: Registry[type] = Registry("layer")
 
 
-def register_layer(cls: type | None = None, *, name: str | None = None):
-    """Class decorator: make a layer class known to ``Model.from_config`` by its class name."""
-
-    def _add(c: type) -> type:
-        LAYERS.register(name or c.__name__, c)
-        return c
-
-    return _add if cls is None else _add(cls)
+register = LAYERS.register  # @register("MyLayer"): model configs can rebuild the class by that name
 
 
 def layer_class_name(layer: "Layer") -> str:
@@ -81,7 +74,7 @@ def layer_class_name(layer: "Layer") -> str:
     name = LAYERS.name_of(type(layer))
     if name is None:
         raise ValueError(f"{layer.describe()} has an unregistered class {type(layer).__name__}: decorate it "
-                         "with fluxnet.layers.register_layer so model configs can rebuild it.")
+                         "with @fluxnet.layers.register(NAME) so model configs can rebuild it.")
     return name
 
 

@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fluxnet import activations, initializers
-from fluxnet.layers.base import (Layer, check_padding, conv_output_length, normalize_tuple, register_layer,
+from fluxnet.layers.base import (Layer, check_padding, conv_output_length, normalize_tuple, register,
                                  same_padding)
 
 
@@ -18,7 +18,7 @@ def window_padding(spatial: tuple, kernel: tuple, strides: tuple, padding: str, 
     return [same_padding(n, k, s, d) for n, k, s, d in zip(spatial, kernel, strides, dilation)]
 
 
-@register_layer
+@register("Conv2D")
 class Conv2D(Layer):
     """2-D convolution with Keras' arguments; "same" pads like TensorFlow (extra cell after)."""
 

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 
 from fluxnet import activations, initializers
-from fluxnet.layers.base import Layer, Node, SymbolicTensor, register_layer
+from fluxnet.layers.base import Layer, Node, SymbolicTensor, register
 
 
-@register_layer
+@register("InputLayer")
 class InputLayer(Layer):
     """The source of a model's graph; ``Input(shape)`` returns its symbolic tensor."""
 
@@ -36,7 +36,7 @@ def Input(shape: Sequence[int | None], dtype: str = "float32", name: str | None 
     return InputLayer(shape, dtype=dtype, name=name).output
 
 
-@register_layer
+@register("Dense")
 class Dense(Layer):
     """``activation(inputs @ kernel + bias)`` on the last axis; ``(inputs + 1) * units`` parameters."""
 
@@ -64,7 +64,7 @@ class Dense(Layer):
         return self.activation(self.module.apply(variables, inputs))
 
 
-@register_layer
+@register("Activation")
 class Activation(Layer):
     """Applies an activation by Keras name or a callable."""
 
@@ -76,7 +76,7 @@ class Activation(Layer):
         return self.activation(inputs)
 
 
-@register_layer
+@register("Dropout")
 class Dropout(Layer):
     """Inverted dropout: in training, zero each value with probability ``rate`` and scale the kept
     ones by ``1 / (1 - rate)``; identity in inference. ``noise_shape`` broadcasts the mask as Keras.

@@ -5,7 +5,7 @@ from functools import reduce
 
 import jax.numpy as jnp
 
-from fluxnet.layers.base import Layer, register_layer
+from fluxnet.layers.base import Layer, register
 
 
 class _Merge(Layer):
@@ -28,12 +28,12 @@ class _Merge(Layer):
         return reduce(self.combine, inputs)
 
 
-@register_layer
+@register("Add")
 class Add(_Merge):
     pass
 
 
-@register_layer
+@register("Subtract")
 class Subtract(_Merge):
     def compute_output_shape(self, input_shape):
         if isinstance(input_shape, list) and len(input_shape) != 2:
@@ -43,28 +43,28 @@ class Subtract(_Merge):
     combine = staticmethod(jnp.subtract)
 
 
-@register_layer
+@register("Multiply")
 class Multiply(_Merge):
     combine = staticmethod(jnp.multiply)
 
 
-@register_layer
+@register("Maximum")
 class Maximum(_Merge):
     combine = staticmethod(jnp.maximum)
 
 
-@register_layer
+@register("Minimum")
 class Minimum(_Merge):
     combine = staticmethod(jnp.minimum)
 
 
-@register_layer
+@register("Average")
 class Average(_Merge):
     def call(self, variables, inputs, *, training=False, rng=None):
         return super().call(variables, inputs) / len(inputs)
 
 
-@register_layer
+@register("Concatenate")
 class Concatenate(Layer):
     """Joins inputs along ``axis``; the other axes must match."""
 

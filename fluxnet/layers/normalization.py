@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 
 from fluxnet import initializers
-from fluxnet.layers.base import Layer, register_layer
+from fluxnet.layers.base import Layer, register
 
 
-@register_layer
+@register("BatchNormalization")
 class BatchNormalization(Layer):
     """Normalises over all axes but ``axis``.
 

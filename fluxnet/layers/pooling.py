@@ -6,7 +6,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fluxnet.layers.base import Layer, check_padding, conv_output_length, normalize_tuple, register_layer
+from fluxnet.layers.base import Layer, check_padding, conv_output_length, normalize_tuple, register
 from fluxnet.layers.conv import window_padding
 
 
@@ -35,7 +35,7 @@ class _Pooling2D(Layer):
         return window_padding(inputs.shape[1:3], self.pool_size, self.strides, self.padding)
 
 
-@register_layer
+@register("MaxPooling2D")
 class MaxPooling2D(_Pooling2D):
     """Max over each window; padded cells never win (they are -inf)."""
 
@@ -43,7 +43,7 @@ class MaxPooling2D(_Pooling2D):
         return nn.max_pool(inputs, self.pool_size, self.strides, self._pads(inputs))
 
 
-@register_layer
+@register("AveragePooling2D")
 class AveragePooling2D(_Pooling2D):
     """Mean over each window; with "same" padding only the real cells are averaged (Keras)."""
 
@@ -64,13 +64,13 @@ class _GlobalPooling2D(Layer):
         return (input_shape[0], 1, 1, input_shape[3]) if self.keepdims else (input_shape[0], input_shape[3])
 
 
-@register_layer
+@register("GlobalAveragePooling2D")
 class GlobalAveragePooling2D(_GlobalPooling2D):
     def call(self, variables, inputs, *, training=False, rng=None):
         return jnp.mean(inputs, axis=(1, 2), keepdims=self.keepdims)
 
 
-@register_layer
+@register("GlobalMaxPooling2D")
 class GlobalMaxPooling2D(_GlobalPooling2D):
     def call(self, variables, inputs, *, training=False, rng=None):
         return jnp.max(inputs, axis=(1, 2), keepdims=self.keepdims)

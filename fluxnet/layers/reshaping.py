@@ -6,10 +6,10 @@ from typing import Any, Sequence
 
 import jax.numpy as jnp
 
-from fluxnet.layers.base import Layer, register_layer
+from fluxnet.layers.base import Layer, register
 
 
-@register_layer
+@register("Flatten")
 class Flatten(Layer):
     """Flattens all but the batch axis in row-major (NHWC) order, as Keras."""
 
@@ -21,7 +21,7 @@ class Flatten(Layer):
         return inputs.reshape(inputs.shape[0], -1)
 
 
-@register_layer
+@register("Reshape")
 class Reshape(Layer):
     """Reshapes to ``target_shape`` (batch axis excluded; one entry may be -1)."""
 
@@ -63,7 +63,7 @@ def _pad_pairs(padding: Any) -> tuple[tuple[int, int], tuple[int, int]]:
     return pairs
 
 
-@register_layer
+@register("ZeroPadding2D")
 class ZeroPadding2D(Layer):
     """Pads rows and columns of an NHWC input with zeros."""
 
@@ -84,7 +84,7 @@ class ZeroPadding2D(Layer):
         return jnp.pad(inputs, ((0, 0), *self.padding, (0, 0)))
 
 
-@register_layer
+@register("Rescaling")
 class Rescaling(Layer):
     """``inputs * scale + offset`` (e.g. ``Rescaling(1/255)`` maps uint8 pixels to [0, 1])."""
 

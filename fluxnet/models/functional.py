@@ -14,9 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fluxnet import tree
 from fluxnet.layers.base import (LAYERS, Layer, Node, SymbolicTensor, format_shape, layer_class_name, layer_rng,
                                  to_snake_case)
 from fluxnet.layers.core import InputLayer
+from fluxnet.models.summary import summary_table
+from fluxnet.registry import unknown_name_error
 
 Variables = dict
 
@@ -141,6 +144,8 @@ def check_unique_names(layers: Sequence[Layer], model_name: str) -> None:
 class Model:
     """A functional model from ``inputs`` to ``outputs`` (each a tensor, a list or a dict)."""
 
+    shows_connections = True  # summary's "Connected to" column (a Sequential's chain needs none)
+
     def __init__(self, inputs: Any, outputs: Any, name: str | None = None):
         self.name = name or "functional"
         self._set_graph(inputs, outputs)
@@ -209,7 +214,6 @@ class Model:
         for layer in self._layers:
             if layer.name == name:
                 return layer
-        from fluxnet.registry import unknown_name_error
         raise unknown_name_error(f"layer in model {self.name!r}:", name, [l.name for l in self._layers])
 
     # ------------------------------------------------------------------------------ variables
@@ -254,7 +258,7 @@ class Model:
         counts = {"trainable": 0, "non_trainable": 0}
         for layer in self._layers:
             for collection, size in self.layer_param_sizes(layer).items():
-                key = "trainable" if collection == "params" and layer.trainable else "non_trainable"
+                key = "trainable" if collection == tree.PARAMS and layer.trainable else "non_trainable"
                 counts[key] += size
         return counts
 
@@ -288,7 +292,7 @@ class Model:
             for collection, value in upd.items():
                 updates.setdefault(collection, {})[layer.name] = value
         outputs = _pack(self._outputs, [values[id(t)] for t in self._flat_outputs])
-        state = {c: {**sub, **updates.get(c, {})} for c, sub in variables.items() if c != "params"}
+        state = {c: {**sub, **updates.get(c, {})} for c, sub in tree.split_variables(variables)[1].items()}
         return outputs, state
 
     def __call__(self, *args, **kwargs):
@@ -326,32 +330,17 @@ class Model:
         if not isinstance(variables, Mapping) or "params" not in variables:
             raise ValueError(f"variables must be a dict like model.init(rng) returns, with a 'params' entry; "
                              f"got {type(variables).__name__}.")
-        problems = []
-        for collection, sub in self.abstract_variables().items():
-            given = variables.get(collection, {})
-            for layer_name, expected in sub.items():
-                if layer_name not in given:
-                    problems.append(f"{collection}/{layer_name}: missing")
-                    continue
-                want = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
-                got = dict(jax.tree_util.tree_flatten_with_path(given[layer_name])[0])
-                for path in [*want, *(p for p in got if p not in want)]:
-                    where = "/".join([collection, layer_name, *(str(getattr(p, "key", p)) for p in path)])
-                    if path not in got:
-                        problems.append(f"{where}: missing")
-                    elif path not in want:
-                        problems.append(f"{where}: not a variable of this layer")
-                    elif tuple(np.shape(got[path])) != tuple(want[path].shape):
-                        problems.append(f"{where}: shape {tuple(np.shape(got[path]))}, expected "
-                                        f"{tuple(want[path].shape)}")
+        expected = self.abstract_variables()
+        # only this model's layers: a sub-model runs on its parent's (larger) variables
+        given = {c: {name: variables[c][name] for name in sub if name in variables.get(c, {})}
+                 for c, sub in expected.items()}
+        problems = tree.mismatches(expected, given, "variables")
         if problems:
             raise ValueError(f"The variables do not fit model {self.name!r}:\n  " + "\n  ".join(problems))
 
     # ------------------------------------------------------------------------------ reporting
     def summary(self, print_fn=print) -> str:
         """Print and return a Keras-like table of layers, output shapes and parameter counts."""
-        from fluxnet.models.summary import summary_table
-
         table = summary_table(self)
         if print_fn is not None:
             print_fn(table)
@@ -389,10 +378,8 @@ class Model:
 
     @classmethod
     def from_config(cls, config: Mapping) -> "Model":
-        """Rebuild a model (fresh layer objects with the recorded names) from ``get_config``."""
-        if config.get("class_name") == "Sequential":
-            from fluxnet.models.sequential import Sequential
-            return Sequential.from_config(config)
+        """Rebuild a functional model (fresh layer objects with the recorded names) from ``get_config``;
+        ``fluxnet.model_from_config`` rebuilds either kind."""
         layers = {c["config"]["name"]: LAYERS.get(c["class_name"]).from_config(dict(c["config"]))
                   for c in config["layers"]}
         tensors: dict[tuple, SymbolicTensor] = {}

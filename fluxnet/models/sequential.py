@@ -16,6 +16,8 @@ class Sequential(Model):
     input, as Keras.
     """
 
+    shows_connections = False
+
     def __init__(self, layers: Sequence[Layer | SymbolicTensor] | None = None, name: str | None = None):
         self.name = name or "sequential"
         self._stack: list[Layer] = []

@@ -27,9 +27,7 @@ def _shapes(layer) -> str:
 
 def summary_table(model: "Model") -> str:
     """The summary text; a functional model also shows which layers feed each one (Keras 3)."""
-    from fluxnet.models.sequential import Sequential
-
-    functional = not isinstance(model, Sequential)
+    functional = model.shows_connections
     node_ids = {id(n) for n in model._nodes}
     rows = []
     for layer in model._layers:

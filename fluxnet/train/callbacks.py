@@ -115,9 +115,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, state):
         if self.restore_best_weights and self.best_weights is not None:
-            variables = self.best_weights
-            return state.replace(params=variables["params"],
-                                 model_state={k: v for k, v in variables.items() if k != "params"})
+            return state.with_variables(self.best_weights)
         return None
 
     def get_state(self):

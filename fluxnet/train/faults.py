@@ -1,37 +1,49 @@
 """A testing hook that kills the process (SIGKILL, as ``kill -9``) at a chosen point of training, so
 tests can prove that an interrupted and resumed run equals an uninterrupted one.
 
-``FLUXNET_CRASH_AT=epoch:E`` dies halfway through epoch ``E`` (1-based, the run's absolute epoch);
-``FLUXNET_CRASH_AT=save:E`` dies while epoch ``E``'s checkpoint is being written: after orbax has written
-its items into the temporary folder, before it is finalised (renamed). Unset (normal use), nothing happens.
+The hook is off unless a ``CrashPoint`` is passed explicitly (``Trainer.fit(crash_at=...)``,
+``Checkpointer(crash_at=...)``); the library never reads the environment for it. The command line
+switches it on from ``$FLUXNET_CRASH_AT`` (:func:`from_environment`): ``epoch:E`` dies halfway through
+epoch ``E`` (1-based, the run's absolute epoch), ``save:E`` while epoch ``E``'s checkpoint is being
+written (after orbax has written its items into the temporary folder, before it is finalised).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+from typing import Mapping
+
+from fluxnet.errors import ConfigError
 
 ENV = "FLUXNET_CRASH_AT"
 KINDS = ("epoch", "save")
 
 
-def crash_point() -> tuple[str, int] | None:
-    """``(kind, epoch)`` from ``$FLUXNET_CRASH_AT``, or None when unset."""
-    value = os.environ.get(ENV)
-    if not value:
-        return None
-    kind, _, number = value.partition(":")
-    if kind not in KINDS or not number.isdigit():
-        raise ValueError(f"{ENV}={value!r}: expected 'epoch:E' or 'save:E' with E a positive epoch number.")
-    return kind, int(number)
+@dataclasses.dataclass(frozen=True)
+class CrashPoint:
+    """Where to die: ``kind`` ("epoch" or "save") of the 1-based ``epoch``."""
+
+    kind: str
+    epoch: int
+
+    @classmethod
+    def parse(cls, text: str) -> "CrashPoint":
+        kind, _, number = text.partition(":")
+        if kind not in KINDS or not number.isdigit() or int(number) < 1:
+            raise ConfigError(f"{ENV}={text!r}: expected 'epoch:E' or 'save:E' with E a positive epoch number.")
+        return cls(kind, int(number))
+
+    def at(self, kind: str, epoch: int) -> bool:
+        return (self.kind, self.epoch) == (kind, epoch)
+
+    def crash_if_at(self, kind: str, epoch: int) -> None:
+        """Kill this process now if this is the point."""
+        if self.at(kind, epoch):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
-def armed(kind: str) -> bool:
-    """Whether the hook asks for a crash of this kind (at some epoch)."""
-    point = crash_point()
-    return point is not None and point[0] == kind
-
-
-def maybe_crash(kind: str, epoch: int) -> None:
-    """Kill this process now if ``$FLUXNET_CRASH_AT`` is ``kind:epoch``."""
-    if crash_point() == (kind, epoch):
-        os.kill(os.getpid(), signal.SIGKILL)
+def from_environment(environ: Mapping[str, str] = os.environ) -> CrashPoint | None:
+    """The crash point ``$FLUXNET_CRASH_AT`` asks for, or None when it is unset (normal use)."""
+    value = environ.get(ENV)
+    return CrashPoint.parse(value) if value else None

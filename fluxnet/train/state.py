@@ -7,6 +7,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from fluxnet import tree
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -26,14 +28,18 @@ class TrainState:
     @property
     def variables(self) -> dict:
         """The model's variables, as ``model.apply`` takes them."""
-        return {"params": self.params, **self.model_state}
+        return tree.join_variables(self.params, self.model_state)
+
+    def with_variables(self, variables: dict) -> "TrainState":
+        """This state with the model's variables replaced (optimizer state untouched)."""
+        params, model_state = tree.split_variables(variables)
+        return self.replace(params=params, model_state=model_state)
 
     def step_key(self) -> jax.Array:
         return jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
 
 
 def create_state(variables: dict, opt_state: Any, rng: jax.Array) -> TrainState:
-    params = variables["params"]
-    model_state = {k: v for k, v in variables.items() if k != "params"}
+    params, model_state = tree.split_variables(variables)
     return TrainState(step=jnp.zeros((), jnp.int32), epoch=jnp.zeros((), jnp.int32), params=params,
                       model_state=model_state, opt_state=opt_state, rng=jax.random.key_data(rng))

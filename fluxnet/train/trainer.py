@@ -27,8 +27,9 @@ from fluxnet.data.imbalance import class_weights_balanced
 from fluxnet.data.prefetch import Prefetcher
 from fluxnet.models import Model
 from fluxnet.registry import unknown_name_error
-from fluxnet.train import faults, sharding
+from fluxnet.train import sharding
 from fluxnet.train.callbacks import Callback, History
+from fluxnet.train.faults import CrashPoint
 from fluxnet.train.state import TrainState, create_state
 from fluxnet.train.steps import finalize, fuse_steps, make_eval_step, make_predict_step, make_train_step
 
@@ -142,9 +143,8 @@ class Trainer:
     def with_variables(self, state: TrainState, variables: Mapping) -> TrainState:
         """``state`` with its model variables replaced (e.g. a pretrained backbone's) and a fresh
         optimizer state for them."""
-        params = variables["params"]
-        new = state.replace(params=params, model_state={k: v for k, v in variables.items() if k != "params"},
-                            opt_state=self.tx.init(params))
+        new = state.with_variables(variables)
+        new = new.replace(opt_state=self.tx.init(new.params))
         return sharding.replicate(jax.tree.map(jnp.copy, new), self.mesh)  # own buffers: steps donate them
 
     def abstract_state(self) -> TrainState:
@@ -209,13 +209,15 @@ class Trainer:
             validation_data: Any = None, validation_batch_size: int | None = None, verbose: int = 1,
             callbacks: Iterable[Callback] = (), class_weight: Any = None, sample_weight: Any = None,
             shuffle: bool = True, oversample: bool = False, seed: int | None = None,
-            checkpointer: Any = None, resume: Mapping | None = None) -> tuple[TrainState, History]:
+            checkpointer: Any = None, resume: Mapping | None = None,
+            crash_at: CrashPoint | None = None) -> tuple[TrainState, History]:
         """Train ``epochs`` more epochs; returns the new state and a Keras-like ``History``.
 
         The shuffle of epoch ``e`` depends only on ``seed`` (default: derived from the state's key) and
         ``e``, and each step's randomness on the state's key and step, so a resumed run repeats an
         uninterrupted one exactly. With ``checkpointer`` every epoch is saved (state, callback states,
-        history); ``resume`` is the meta ``restore`` returned, to continue callbacks where they were.
+        history; ``stopped``: whether a callback ended training); ``resume`` is the meta ``restore``
+        returned, to continue callbacks where they were. ``crash_at`` is a test hook (``faults``).
         ``class_weight`` (a dict, a sequence or ``"balanced"``) or ``sample_weight`` weigh each example
         as Keras does: the loss is ``sum(w * loss) / rows``, metrics are ``w``-weighted means.
         ``oversample=True`` redraws examples of the rarer classes each epoch up to the majority count.
@@ -242,12 +244,12 @@ class Trainer:
         for cb in cbs:
             cb.on_train_begin(self, state)
         if resume is not None:
-            _load_callbacks(cbs, resume)
+            restore_callbacks(cbs, resume)
         start = int(state.epoch)
         try:
             for epoch in range(start, start + epochs):
                 batches.restore({"epoch": epoch, "step": 0})
-                state, logs = self._train_epoch(state, batches, arrays, epoch, verbose)
+                state, logs = self._train_epoch(state, batches, arrays, epoch, verbose, crash_at)
                 if validation_data is not None:
                     val = self.evaluate(state, validation_data, batch_size=validation_batch_size or batch_size)
                     logs.update({f"val_{k}": v for k, v in val.items()})
@@ -257,25 +259,31 @@ class Trainer:
                 if verbose == 2 or (verbose and validation_data is not None):
                     print(f"Epoch {epoch + 1}: " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
                 state = state.replace(epoch=sharding.replicate(np.int32(epoch + 1), self.mesh))
-                stop = [cb.on_epoch_end(epoch, logs, state) for cb in cbs]
+                stop = any([cb.on_epoch_end(epoch, logs, state) for cb in cbs])
                 if checkpointer is not None:
-                    _save(checkpointer, state, cbs, logs)
-                if any(stop):
+                    _save(checkpointer, state, cbs, logs, stopped=stop)
+                if stop:
                     break
         finally:  # also on a failure: the last good checkpoint must be complete
             if checkpointer is not None:
                 checkpointer.wait()
-        for cb in cbs:
+        return self.final_state(state, cbs), history
+
+    def final_state(self, state: TrainState, callbacks: Iterable[Callback]) -> TrainState:
+        """The state ``fit`` returns: each callback's ``on_train_end`` may replace it (EarlyStopping's
+        ``restore_best_weights``). A run directory applies it to a restored finished run too."""
+        for cb in callbacks:
             replaced = cb.on_train_end(state)
             if replaced is not None:
                 state = sharding.replicate(replaced, self.mesh)
-        return state, history
+        return state
 
-    def _train_epoch(self, state, batches: BatchIterator, arrays: dict, epoch: int, verbose: int):
+    def _train_epoch(self, state, batches: BatchIterator, arrays: dict, epoch: int, verbose: int,
+                     crash_at: CrashPoint | None = None):
         from tqdm.auto import tqdm
 
         steps, k = batches.steps_per_epoch, self.steps_per_execution
-        crash_at = max(1, steps // 2) if faults.crash_point() == ("epoch", epoch + 1) else None
+        crash_step = max(1, steps // 2) if crash_at is not None and crash_at.at("epoch", epoch + 1) else None
         bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}", unit="step", disable=verbose != 1, leave=True,
                    dynamic_ncols=True)
         if self.parallel == "pmap":
@@ -285,9 +293,9 @@ class Trainer:
             state, metrics = (self.fused_train_step if n > 1 else self.train_step)(state, batch)
             sums.append(metrics)
             done += n
-            if crash_at is not None and done >= crash_at:
+            if crash_step is not None and done >= crash_step:  # the test hook: kill -9 mid-epoch
                 jax.block_until_ready(state)
-                faults.maybe_crash("epoch", epoch + 1)
+                crash_at.crash_if_at("epoch", epoch + 1)
             now = time.perf_counter()
             if verbose == 1 and now - last_print > 0.5:  # the only sync inside an epoch
                 last_print = now
@@ -417,22 +425,32 @@ def _sum_metrics(per_step: list) -> dict:
     return total
 
 
-def _callback_key(i: int, cb: Callback) -> str:
-    return f"{i}:{type(cb).__name__}"
+def callback_keys(cbs: Iterable[Callback]) -> list[str]:
+    """The key of each callback's state in a checkpoint: its class name, numbered from the second of a
+    class on (``EarlyStopping``, ``EarlyStopping_1``), so the same callbacks find their state again
+    whatever else is in the list."""
+    seen: dict[str, int] = {}
+    keys = []
+    for cb in cbs:
+        name = type(cb).__name__
+        keys.append(f"{name}_{seen[name]}" if name in seen else name)
+        seen[name] = seen.get(name, 0) + 1
+    return keys
 
 
-def _save(checkpointer, state: TrainState, cbs: list[Callback], logs: dict) -> None:
-    meta = {"epoch": int(state.epoch), "step": int(state.step), "data_position": {"epoch": int(state.epoch),
-                                                                                  "step": 0},
-            "callbacks": {_callback_key(i, cb): cb.get_state() for i, cb in enumerate(cbs)}, "logs": logs}
-    arrays = {_callback_key(i, cb): cb.get_arrays() for i, cb in enumerate(cbs) if cb.get_arrays() is not None}
+def _save(checkpointer, state: TrainState, cbs: list[Callback], logs: dict, stopped: bool) -> None:
+    keys = callback_keys(cbs)
+    meta = {"epoch": int(state.epoch), "step": int(state.step), "stopped": bool(stopped),
+            "callbacks": {key: cb.get_state() for key, cb in zip(keys, cbs)}, "logs": logs}
+    arrays = {key: cb.get_arrays() for key, cb in zip(keys, cbs) if cb.get_arrays() is not None}
     checkpointer.save(int(state.epoch), state, meta, metrics=logs, extra=arrays or None)
 
 
-def _load_callbacks(cbs: list[Callback], resume: Mapping) -> None:
-    states, arrays = resume.get("callbacks", {}), resume.get("arrays") or {}
-    for i, cb in enumerate(cbs):
-        key = _callback_key(i, cb)
+def restore_callbacks(cbs: Iterable[Callback], meta: Mapping) -> None:
+    """Give callbacks the state a checkpoint's ``meta`` (with its arrays in ``meta["arrays"]``) saved."""
+    cbs = list(cbs)
+    states, arrays = meta.get("callbacks", {}), meta.get("arrays") or {}
+    for key, cb in zip(callback_keys(cbs), cbs):
         if key in states:
             cb.set_state(states[key])
         if key in arrays:

@@ -19,6 +19,9 @@ from typing import Any, Iterable, Mapping
 
 import ml_collections
 
+from fluxnet.errors import ConfigError, NotFoundError
+from fluxnet.tree import plain  # noqa: F401  (re-exported: the run layer's configs are ConfigDicts)
+
 ConfigDict = ml_collections.ConfigDict
 
 
@@ -42,11 +45,6 @@ def load_config(path: str | Path) -> ConfigDict:
         raise TypeError(f"get_config() in {str(path)!r} must return an ml_collections.ConfigDict, "
                         f"got {type(cfg).__name__}.")
     return cfg
-
-
-def plain(value: Any) -> Any:
-    """A ConfigDict (or FrozenConfigDict) as a plain nested dict; any other value unchanged."""
-    return value.to_dict() if hasattr(value, "to_dict") else value
 
 
 def _is_group(value: Any) -> bool:

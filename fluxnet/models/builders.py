@@ -13,14 +13,10 @@ from fluxnet.models.sequential import Sequential
 from fluxnet.registry import Registry
 
 MODELS: Registry[Callable[..., Model]] = Registry("model")
+register = MODELS.register  # @register(NAME): a model builder available as ``model.name=NAME``
 
 
-def register_model(name: str):
-    """Decorator: make a model builder available as ``model.name=NAME`` in configs."""
-    return MODELS.register(name)
-
-
-@register_model("mlp")
+@register("mlp")
 def mlp(input_shape: Sequence[int], num_classes: int, units: Sequence[int] = (256,), dropout: float = 0.2,
         activation: str = "relu") -> Model:
     """Flatten, then Dense-Dropout blocks, then a Dense logits layer."""
@@ -33,7 +29,7 @@ def mlp(input_shape: Sequence[int], num_classes: int, units: Sequence[int] = (25
     return model
 
 
-@register_model("cnn")
+@register("cnn")
 def cnn(input_shape: Sequence[int], num_classes: int, filters: Sequence[int] = (32, 64), kernel_size: int = 3,
         padding: str = "same", batch_norm: bool = True, dense_units: int = 128, dropout: float = 0.5,
         activation: str = "relu") -> Model:
@@ -69,7 +65,7 @@ def _residual_block(x, filters: int, stride: int, name: str):
     return layers.Activation("relu", name=f"{name}_out")(h)
 
 
-@register_model("resnet")
+@register("resnet")
 def resnet(input_shape: Sequence[int], num_classes: int, stages: Sequence[int] = (16, 32, 64),
            blocks_per_stage: int = 1, dropout: float = 0.0) -> Model:
     """A small functional ResNet (basic blocks with Add shortcuts; stride 2 from the second stage),

@@ -13,7 +13,6 @@ listed and nothing is restored, unless the user excludes those paths by pattern 
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import re
@@ -26,7 +25,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from fluxnet.checkpoint import path_str
+from fluxnet import tree
+from fluxnet.errors import AlreadyExistsError, ArgumentError, CheckpointError, NotFoundError
 from fluxnet.models import Model, model_from_config
 
 BACKBONE_FILE, INFO_FILE, VARIABLES_DIR, RUN_BACKBONE_DIR = "backbone.json", "info.json", "variables", "backbone"
@@ -47,12 +47,12 @@ def entry_dir(name: str, zoo: str | os.PathLike | None = None) -> Path:
     """The folder of zoo entry ``name``; names are plain (letters, digits, ``_.-``) and never leave
     the zoo."""
     if not isinstance(name, str) or not _NAME.match(name) or name in (".", "..") or ".." in name:
-        raise ValueError(f"Invalid zoo name {name!r}: use letters, digits, '_', '.' and '-' (no path "
+        raise ArgumentError(f"Invalid zoo name {name!r}: use letters, digits, '_', '.' and '-' (no path "
                          "separators or '..'), at most 128 characters.")
     root = zoo_dir(zoo)
     path = (root / name).resolve()
     if path.parent != root:
-        raise ValueError(f"Zoo name {name!r} would leave the zoo {root}.")
+        raise ArgumentError(f"Zoo name {name!r} would leave the zoo {root}.")
     return path
 
 
@@ -60,7 +60,7 @@ def subset_variables(model: Model, variables: Mapping) -> dict:
     """The part of ``variables`` that belongs to ``model``'s layers (e.g. a backbone of a bigger model)."""
     names = {layer.name for layer in model.layers}
     return {c: {k: v for k, v in sub.items() if k in names} for c, sub in variables.items()
-            if any(k in names for k in sub) or c == "params"}
+            if any(k in names for k in sub) or c == tree.PARAMS}
 
 
 def save_backbone(backbone: Model, variables: Mapping, path: str | os.PathLike, *, info: Mapping | None = None,
@@ -70,7 +70,7 @@ def save_backbone(backbone: Model, variables: Mapping, path: str | os.PathLike, 
     entry is replaced only with ``overwrite=True``."""
     path = Path(path).resolve()
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (config pretrain.overwrite=True) "
+        raise AlreadyExistsError(f"{path} already exists; pass overwrite=True (config pretrain.overwrite=True) "
                               "to replace it.")
     variables = subset_variables(backbone, variables)
     backbone._check_variables(variables)
@@ -116,7 +116,7 @@ def resolve(name_or_path: str | os.PathLike, zoo: str | os.PathLike | None = Non
             return entry
     root = zoo_dir(zoo)
     names = sorted(p.name for p in root.iterdir() if (p / BACKBONE_FILE).is_file()) if root.is_dir() else []
-    raise FileNotFoundError(f"No pretrained backbone {str(name_or_path)!r}: not an entry folder, not a pretrain "
+    raise NotFoundError(f"No pretrained backbone {str(name_or_path)!r}: not an entry folder, not a pretrain "
                             f"run directory, and not a name in the zoo {root} (entries: {names or 'none'}). "
                             "Create one with `fluxnet pretrain CONFIG`.")
 
@@ -128,11 +128,10 @@ def load(name_or_path: str | os.PathLike, zoo: str | os.PathLike | None = None) 
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), backbone.abstract_variables())
     with ocp.StandardCheckpointer() as ckptr:
         saved = ckptr.metadata(entry / VARIABLES_DIR)
-        tree = getattr(saved, "item_metadata", saved)
-        tree = getattr(tree, "tree", tree)
-        problems = variable_mismatches(target, tree)
+        saved = getattr(saved, "item_metadata", saved)
+        problems = variable_mismatches(target, getattr(saved, "tree", saved))
         if problems:
-            raise ValueError(f"The backbone variables in {entry} do not fit its architecture:\n  "
+            raise CheckpointError(f"The backbone variables in {entry} do not fit its architecture:\n  "
                              + "\n  ".join(problems))
         variables = ckptr.restore(entry / VARIABLES_DIR, target)
     return backbone, variables
@@ -142,21 +141,10 @@ def info(name_or_path: str | os.PathLike, zoo: str | os.PathLike | None = None) 
     return json.loads((resolve(name_or_path, zoo) / INFO_FILE).read_text())
 
 
-def _flat(tree: Any) -> dict[str, tuple]:
-    return {path_str(p): tuple(getattr(v, "shape", np.shape(v))) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
-
-
 def variable_mismatches(target: Mapping, source: Mapping, exclude: Iterable[str] = ()) -> list[str]:
     """Every path (``params/dense/kernel``) missing from ``source``, unexpected in it, or of another
     shape, except paths matching an ``exclude`` glob pattern (``params/head*``)."""
-    exclude = list(exclude)
-    skip = lambda p: _excluded(p, exclude)  # noqa: E731
-    t, s = _flat(target), _flat(source)
-    problems = [f"{p}: missing from the source (model expects {t[p]})" for p in t if p not in s and not skip(p)]
-    problems += [f"{p}: unexpected (not in the model), shape {s[p]}" for p in s if p not in t and not skip(p)]
-    problems += [f"{p}: source shape {s[p]}, model expects {t[p]}" for p in t
-                 if p in s and s[p] != t[p] and not skip(p)]
-    return problems
+    return tree.mismatches(target, source, "source", exclude)
 
 
 def restore_into(target: Mapping, source: Mapping, exclude: Iterable[str] = ()) -> dict:
@@ -166,12 +154,8 @@ def restore_into(target: Mapping, source: Mapping, exclude: Iterable[str] = ()) 
     exclude = list(exclude)
     problems = variable_mismatches(target, source, exclude)
     if problems:
-        raise ValueError("Cannot restore the variables strictly:\n  " + "\n  ".join(problems)
+        raise CheckpointError("Cannot restore the variables strictly:\n  " + "\n  ".join(problems)
                          + "\nExclude paths that are meant to differ (e.g. a new head) by pattern.")
-    flat_source = {path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(source)
-                   if not _excluded(path_str(p), exclude)}
-    return jax.tree_util.tree_map_with_path(lambda p, v: flat_source.get(path_str(p), v), target)
-
-
-def _excluded(path: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(path, pat) for pat in patterns)
+    flat_source = {tree.path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(source)
+                   if not tree.excluded(tree.path_str(p), exclude)}
+    return jax.tree_util.tree_map_with_path(lambda p, v: flat_source.get(tree.path_str(p), v), target)

@@ -1,4 +1,4 @@
-"""Transfer learning: a new head on a pretrained backbone, trained as a linear probe or fine-tuned.
+"""A new classifier head on a pretrained backbone, set up for a linear probe or fine-tuning.
 
 The transfer model is ``Model(backbone.inputs, head(backbone.output))``: the backbone's layers keep
 their names at the top level of the variables, so backbone and transfer variables compare leaf by leaf.
@@ -71,65 +71,3 @@ def configure(model: Model, backbone: Model, mode: str, fine_tune_layers: int | 
     inner_names = {layer.name for layer in inner}
     return {layer.name: ("backbone" if layer.name in inner_names else "head")
             for layer in model.layers if layer.name in sizes and layer.trainable}
-
-
-# ------------------------------------------------------------------------------------------------ runs
-
-
-def pretrain(config, workdir, verbose: int = 1) -> dict:
-    """``fluxnet pretrain``: train the configured model, then export the layers up to
-    ``pretrain.cut`` to ``WORKDIR/backbone`` and, when ``pretrain.name`` is set, to the zoo."""
-    from pathlib import Path
-
-    from fluxnet import pretrained, run
-
-    p = config.pretrain
-    if p.name is not None:
-        pretrained.entry_dir(p.name, p.zoo)  # a bad zoo name fails before training
-    run.check_workdir(config, Path(workdir))
-    splits, _ = run.prepare_data(config)
-    model = run.build_configured_model(config, splits.metadata.image_shape, splits.metadata.num_classes)
-    model.get_layer(p.cut)  # an unknown cut layer fails before training (listing the layer names)
-    summary = run.fit_run(config, workdir, model, splits, verbose=verbose)
-    _, variables = run.load_run(workdir)
-    backbone = Model(model.inputs, model.get_layer(p.cut).output, name="backbone")
-    info = {"source": {"data": config.data.name, "classes": list(config.data.get("classes") or []) or None,
-                       "class_names": list(splits.metadata.class_names)},
-            "cut": p.cut, "test": summary["test"], "workdir": str(Path(workdir).resolve())}
-    pretrained.save_backbone(backbone, variables, Path(workdir) / pretrained.RUN_BACKBONE_DIR, info=info,
-                             overwrite=True)
-    if p.name is not None:
-        path = pretrained.save_backbone(backbone, variables, pretrained.entry_dir(p.name, p.zoo), info=info,
-                                        overwrite=p.overwrite)
-        if verbose:
-            print(f"Backbone exported to the zoo as {p.name!r}: {path}")
-    return summary
-
-
-def transfer(config, workdir, verbose: int = 1) -> dict:
-    """``fluxnet transfer``: a new head on the configured backbone, trained in the configured mode."""
-    import jax
-
-    from fluxnet import optimizers, pretrained, run
-    from fluxnet.config import plain
-    from fluxnet.data import num_batches
-
-    t = config.transfer
-    backbone, backbone_variables = pretrained.load(t.backbone, t.zoo)
-    splits, _ = run.prepare_data(config)
-    head = plain(t.head)
-    model = build_transfer_model(backbone, splits.metadata.num_classes, **head)
-    groups = configure(model, backbone, t.mode, t.fine_tune_layers)
-    init = pretrained.restore_into(model.init(jax.random.key(config.seed)), backbone_variables,
-                                   exclude=list(t.exclude))
-    steps = max(1, config.train.epochs * num_batches(len(splits.train), config.train.batch_size, True))
-    opt = plain(config.optimizer)
-    head_lr = opt.get("learning_rate") or optimizers.default_learning_rate(opt["name"])
-    txs = {"head": optimizers.build_optimizer(opt, total_steps=steps),
-           "backbone": optimizers.build_optimizer({**opt, "learning_rate": head_lr * t.backbone_lr_factor},
-                                                  total_steps=steps)}
-    if verbose:
-        model.summary()
-    extra = {"transfer": {"mode": t.mode, "backbone": str(pretrained.resolve(t.backbone, t.zoo))}}
-    return run.fit_run(config, workdir, model, splits, verbose=verbose, optimizer=txs, param_groups=groups,
-                       init_variables=init, extra_summary=extra)

@@ -31,11 +31,11 @@ from fluxnet.layers.base import format_shape, to_snake_case
 from fluxnet.models.functional import Model
 from fluxnet.registry import Registry
 
-KERAS_VARIABLE_ORDER: Registry[tuple[str, ...]] = Registry("layer class with a known Keras variable order")
+VARIABLE_ORDERS: Registry[tuple[str, ...]] = Registry("layer class with a known Keras variable order")
 """Layer class name -> its variable names in Keras' order. Register custom layers' orders here."""
-KERAS_VARIABLE_ORDER.register("Conv2D", ("kernel", "bias"))
-KERAS_VARIABLE_ORDER.register("Dense", ("kernel", "bias"))
-KERAS_VARIABLE_ORDER.register("BatchNormalization", ("gamma", "beta", "moving_mean", "moving_variance"))
+VARIABLE_ORDERS.register("Conv2D", ("kernel", "bias"))
+VARIABLE_ORDERS.register("Dense", ("kernel", "bias"))
+VARIABLE_ORDERS.register("BatchNormalization", ("gamma", "beta", "moving_mean", "moving_variance"))
 
 _HOW_TO_CONVERT = ("With Keras 3 installed: `m = <the same Keras model>; m.load_weights(OLD_FILE); "
                    "m.save_weights('model.weights.h5')`, then load that file.")
@@ -100,11 +100,11 @@ def _plan(model: Model, file: h5py.File, source: str) -> list[_Slot]:
     slots, problems = [], []
     for layer_name, variables in per_layer.items():
         cls = classes[layer_name]
-        if cls not in KERAS_VARIABLE_ORDER:
+        if cls not in VARIABLE_ORDERS:
             problems.append(f"layer {layer_name!r}: no Keras variable order is known for class {cls}; register "
-                            "it in fluxnet.keras_weights.KERAS_VARIABLE_ORDER")
+                            "it in fluxnet.transfer.keras_weights.VARIABLE_ORDERS")
             continue
-        order = KERAS_VARIABLE_ORDER.get(cls)
+        order = VARIABLE_ORDERS.get(cls)
         unknown = sorted(set(variables) - set(order))
         if unknown:
             problems.append(f"layer {layer_name!r}: variables {unknown} are not in Keras' order {list(order)} "

@@ -18,39 +18,21 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
+from fluxnet import tree
+from fluxnet.errors import CheckpointError
 from fluxnet.metrics import monitor_mode
-
-from fluxnet.train import faults
-
-
-def path_str(keypath: tuple) -> str:
-    """``params/conv2d/kernel`` for a pytree key path (dict keys, attributes and indices alike)."""
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keypath)
-
-
-def _shapes_by_path(tree: Any) -> dict[str, tuple]:
-    return {path_str(p): tuple(getattr(v, "shape", np.shape(v)))
-            for p, v in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _mismatches(target: Any, saved: Any) -> list[str]:
-    """Every path whose presence or shape differs between two pytrees of arrays/shape structs."""
-    flat_t, flat_s = _shapes_by_path(target), _shapes_by_path(saved)
-    problems = [f"{p}: missing from the checkpoint" for p in flat_t if p not in flat_s]
-    problems += [f"{p}: in the checkpoint but not in the model" for p in flat_s if p not in flat_t]
-    problems += [f"{p}: checkpoint shape {flat_s[p]}, model expects {flat_t[p]}"
-                 for p in flat_t if p in flat_s and tuple(flat_s[p]) != tuple(flat_t[p])]
-    return problems
+from fluxnet.train.faults import CrashPoint
 
 
 class Checkpointer:
     """``CheckpointManager`` in ``directory``: keeps the latest ``keep`` and the ``keep_best`` best by
     ``monitor`` (``mode`` "min" or "max"; "auto" means max for accuracy-like names, else min).
-    ``read_only=True`` opens an existing directory for restoring only."""
+    ``read_only=True`` opens an existing directory for restoring only; ``crash_at`` (a test hook,
+    ``fluxnet.train.faults``) kills the process while that checkpoint is being written."""
 
     def __init__(self, directory: str | os.PathLike, keep: int = 2, monitor: str | None = "val_loss",
                  mode: str = "auto", keep_best: int = 1, async_save: bool = True, meta: Mapping | None = None,
-                 read_only: bool = False):
+                 read_only: bool = False, crash_at: CrashPoint | None = None):
         if monitor is not None:
             mode = monitor_mode(monitor, mode)
         self.directory = os.path.abspath(os.fspath(directory))
@@ -67,7 +49,7 @@ class Checkpointer:
             create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only,
             save_interval_steps=0 if read_only else 1)
         handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.StandardCheckpointHandler(),
-                    "meta": MetaHandler()}  # known up front, so a new process reads metadata
+                    "meta": MetaHandler(crash_at)}  # known up front, so a new process reads metadata
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def save(self, step: int, state: Any, meta: Mapping, metrics: Mapping | None = None,
@@ -108,8 +90,8 @@ class Checkpointer:
         """``(variables, meta, extra)`` of ``step``: only the model's variables of the train state (a
         partial restore), so no optimizer needs to be rebuilt -- for inference and evaluation."""
         saved = self.manager.item_metadata(step)
-        target = {"params": abstract_variables["params"],
-                  "model_state": {k: v for k, v in abstract_variables.items() if k != "params"}}
+        params, model_state = tree.split_variables(abstract_variables)
+        target = {"params": params, "model_state": model_state}
         tree = _tree_of(saved, "state")
         self._check_fits(step, target, {k: tree[k] for k in target if k in tree}, "model")
         with ocp.PyTreeCheckpointer() as reader:
@@ -117,12 +99,12 @@ class Checkpointer:
                 item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
                 partial_restore=True))
         rest = self._restore_items(step, saved, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-        return {"params": out["params"], **out["model_state"]}, dict(rest["meta"]), rest.get("extra")
+        return tree.join_variables(out["params"], out["model_state"]), dict(rest["meta"]), rest.get("extra")
 
     def _check_fits(self, step: int, target: Any, saved_tree: Any, what: str) -> None:
-        problems = _mismatches(target, saved_tree)
+        problems = tree.mismatches(target, saved_tree, "checkpoint")
         if problems:
-            raise ValueError(f"Checkpoint {self.directory}/{step} does not fit this {what}:\n  "
+            raise CheckpointError(f"Checkpoint {self.directory}/{step} does not fit this {what}:\n  "
                              + "\n  ".join(problems))
 
     def _restore_items(self, step: int, saved: Any, sharding: Any, **items) -> dict:
@@ -140,19 +122,23 @@ class Checkpointer:
 
 
 class MetaHandler(ocp.JsonCheckpointHandler):
-    """Orbax's JSON handler for the ``meta`` item, with the ``FLUXNET_CRASH_AT=save:E`` testing hook
+    """Orbax's JSON handler for the ``meta`` item, with the ``save:E`` crash hook
     (``fluxnet.train.faults``): once checkpoint E's meta is written into its temporary folder, a last
     commit future kills the process, so orbax never finalises that checkpoint."""
 
+    def __init__(self, crash_at: CrashPoint | None = None):
+        super().__init__()
+        self.crash_at = crash_at
+
     async def async_save(self, directory, item=None, args=None):
         futures = list(await super().async_save(directory, item, args) or [])
-        if not faults.armed("save"):
+        if self.crash_at is None or not self.crash_at.at("save", args.step):
             return futures
 
         async def crash():
             for f in futures:
                 f.result()
-            faults.maybe_crash("save", args.step)
+            self.crash_at.crash_if_at("save", args.step)
 
         return [*futures, ocp.future.CommitFutureAwaitingContractedSignals(crash(), name="fluxnet_crash")]
 
