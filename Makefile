@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 train: $(STAMP)  ## the main job: the digits CNN, offline, into runs/digits_cnn
 	$(VENV)/bin/fluxnet train configs/digits_cnn.py $(ARGS)
 
-test: $(STAMP)  ## the whole test suite
-	$(VENV)/bin/python -m pytest $(ARGS)
+test: $(STAMP)  ## the layering contracts, the linter, then the whole test suite (two workers)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check fluxnet tests benchmarks experiments configs
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile $(ARGS)
 
 benchmark: $(STAMP)  ## fluxnet Trainer vs a hand-written flax+optax loop
 	$(VENV)/bin/python benchmarks/train_throughput.py $(ARGS)

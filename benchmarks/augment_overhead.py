@@ -18,7 +18,7 @@ import numpy as np
 
 import fluxnet as fx
 from fluxnet import augment
-from fluxnet.models.zoo import build_model
+from fluxnet.models.builders import build_model
 
 PIPELINES = {
     "geometric": [{"op": "RandomTranslation", "height_factor": 0.125, "width_factor": 0.125,

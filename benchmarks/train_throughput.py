@@ -1,7 +1,7 @@
 """Training throughput: fluxnet ``Trainer.fit`` against a hand-written flax.linen + optax ``jax.jit`` loop.
 
 Both train the same model on the same in-memory MNIST-shaped random data (28x28x1, 10 classes):
-``--model cnn`` is REFERENCE.md's Conv32-Pool-Conv64-Pool-Flatten-Dropout(0.5)-Dense128-Dense10
+``--model cnn`` is the MNIST-shaped reference CNN Conv32-Pool-Conv64-Pool-Flatten-Dropout(0.5)-Dense128-Dense10
 ("same" convolutions, 421,642 parameters), ``--model mlp`` is Flatten-Dense256-Dense10. The two
 alternate ``--repeats`` times (machine noise is about 15%, so only ratios measured in one run mean
 much); each repeat times ``--epochs`` epochs after a warm-up step that compiles (timed as the compile

@@ -1,4 +1,4 @@
-"""The main job: the review's CNN on the bundled digits (8x8 grey images, 10 classes), offline.
+"""The main job: a Conv-BatchNorm-Pool CNN on the bundled digits (8x8 grey images, 10 classes), offline.
 
     fluxnet train configs/digits_cnn.py [key=value ...] [--workdir DIR]
 """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from fluxnet.config import load_config
+from fluxnet.runs.config import load_config
 
 
 def get_config() -> ConfigDict:

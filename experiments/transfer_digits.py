@@ -24,7 +24,7 @@ import numpy as np
 import fluxnet as fx
 from fluxnet import augment, optimizers, pretrained, transfer
 from fluxnet.data import limit_per_class, load_dataset, preprocess_splits, select_classes
-from fluxnet.models.zoo import build_model
+from fluxnet.models.builders import build_model
 
 SHOTS = (5, 10, 50)
 METHODS = ("scratch", "linear_probe", "fine_tune")

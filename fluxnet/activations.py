@@ -1,6 +1,6 @@
 """Activation functions by Keras 3 name, with Keras' numerics.
 
-Where ``jax.nn`` differs from Keras (REFERENCE.md): ``gelu`` is exact (jax defaults to the tanh
+Where ``jax.nn`` differs from Keras: ``gelu`` is exact (jax defaults to the tanh
 approximation), ``leaky_relu`` has slope 0.2 (jax: 0.01), ``hard_sigmoid`` is ``relu6(x + 3) / 6``.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from fluxnet.errors import ArgumentError
 from fluxnet.registry import Registry
 
 Activation = Callable[[jax.Array], jax.Array]
@@ -113,8 +114,8 @@ def serialize(fn: Activation) -> str:
     """The registered name of ``fn`` (for model configs); error for unregistered callables."""
     name = ACTIVATIONS.name_of(fn)
     if name is None:
-        raise ValueError(f"Activation {fn!r} is not registered, so a model config cannot record it: "
-                         "register it with fluxnet.activations.register(name, fn).")
+        raise ArgumentError(f"Activation {fn!r} is not registered, so a model config cannot record it: "
+                            "register it with fluxnet.activations.register(name, fn).")
     return name
 
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.nn import initializers as jinit
 
+from fluxnet.errors import ArgumentError
 from fluxnet.registry import Registry
 
 Initializer = Callable
@@ -88,6 +89,6 @@ def serialize(fn: Initializer | str) -> str:
         return fn
     name = INITIALIZERS.name_of(fn)
     if name is None:
-        raise ValueError(f"Initializer {fn!r} is not registered, so a model config cannot record it: "
-                         "register it with fluxnet.initializers.register(name, fn).")
+        raise ArgumentError(f"Initializer {fn!r} is not registered, so a model config cannot record it: "
+                            "register it with fluxnet.initializers.register(name, fn).")
     return name

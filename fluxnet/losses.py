@@ -18,15 +18,15 @@ attribute too.
 from __future__ import annotations
 
 import functools
-import inspect
 import numbers
 import warnings
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError
 from fluxnet.registry import Registry, name_for, resolve
 
 EPSILON = 1e-7  # keras.backend.epsilon()
@@ -75,8 +75,8 @@ def _check_broadcastable(name: str, y_true: jax.Array, y_pred: jax.Array) -> Non
     try:
         jnp.broadcast_shapes(y_true.shape, y_pred.shape)
     except ValueError:
-        raise ValueError(f"{name}: y_true of shape {y_true.shape} does not broadcast against y_pred of "
-                         f"shape {y_pred.shape}.") from None
+        raise DataError(f"{name}: y_true of shape {y_true.shape} does not broadcast against y_pred of "
+                        f"shape {y_pred.shape}.") from None
 
 
 def _check_same_shape(name: str, y_true: jax.Array, y_pred: jax.Array, sparse_name: str | None) -> None:
@@ -88,14 +88,14 @@ def _check_same_shape(name: str, y_true: jax.Array, y_pred: jax.Array, sparse_na
     if sparse_name and y_pred.ndim and y_true.shape in (y_pred.shape[:-1], y_pred.shape[:-1] + (1,)):
         msg += (f" y_true looks like integer class labels: use {sparse_name!r} for those, "
                 "or one-hot encode them.")
-    raise ValueError(msg)
+    raise DataError(msg)
 
 
 def _canonical_axis(name: str, axis: Any, ndim: int) -> int:
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"{name}: axis must be an int, got {axis!r}.")
+        raise ArgumentTypeError(f"{name}: axis must be an int, got {axis!r}.")
     if not -ndim <= axis < ndim:
-        raise ValueError(f"{name}: axis={axis} is out of range for y_pred of rank {ndim}.")
+        raise ArgumentError(f"{name}: axis={axis} is out of range for y_pred of rank {ndim}.")
     return int(axis) % ndim
 
 
@@ -114,18 +114,18 @@ def _sparse_labels(name: str, y_true: ArrayLike, y_pred: jax.Array, axis: int,
                f"y_pred of shape {y_pred.shape}, got y_true of shape {y_true.shape}.")
         if y_true.shape == y_pred.shape:
             msg += f" y_true looks one-hot encoded: use {dense_name!r} for that."
-        raise ValueError(msg)
+        raise DataError(msg)
     return y_true
 
 
 def _check_bool(name: str, option: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise TypeError(f"{name}: {option} must be True or False, got {value!r}.")
+        raise ArgumentTypeError(f"{name}: {option} must be True or False, got {value!r}.")
 
 
 def _check_label_smoothing(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}: label_smoothing must be a number in [0, 1], got {value!r}.")
+        raise ArgumentError(f"{name}: label_smoothing must be a number in [0, 1], got {value!r}.")
     return float(value)
 
 
@@ -222,7 +222,7 @@ def _sparse_valid(labels: jax.Array, ignore_class: int | None) -> jax.Array | No
 def _check_ignore_class(name: str, ignore_class: Any) -> None:
     if ignore_class is not None and (isinstance(ignore_class, bool)
                                      or not isinstance(ignore_class, numbers.Integral)):
-        raise TypeError(f"{name}: ignore_class must be an int or None, got {ignore_class!r}.")
+        raise ArgumentTypeError(f"{name}: ignore_class must be an int or None, got {ignore_class!r}.")
 
 
 def sparse_categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike, from_logits: bool = False,
@@ -403,8 +403,8 @@ def _broadcast_leading(x: jax.Array, shape: tuple[int, ...], what: str) -> jax.A
     if x.ndim == len(shape) + 1 and x.shape[-1] == 1:
         x = jnp.squeeze(x, -1)
     if x.ndim > len(shape) or x.shape != shape[:x.ndim]:
-        raise ValueError(f"{what} of shape {x.shape} does not match per-sample losses of shape {shape}: "
-                         f"expected a leading part of it, e.g. {shape[:1]}.")
+        raise DataError(f"{what} of shape {x.shape} does not match per-sample losses of shape {shape}: "
+                        f"expected a leading part of it, e.g. {shape[:1]}.")
     return jnp.broadcast_to(x.reshape(x.shape + (1,) * (len(shape) - x.ndim)), shape)
 
 
@@ -421,8 +421,8 @@ def reduce_loss(per_sample: ArrayLike, sample_weight: ArrayLike | None = None,
     """
     values = _as_float(per_sample)
     if values.ndim == 0:
-        raise ValueError("reduce_loss needs per-sample losses with a batch axis, got a scalar. A loss "
-                         "reduces the last axis of y_pred: give predictions shape (batch, 1), not (batch,).")
+        raise DataError("reduce_loss needs per-sample losses with a batch axis, got a scalar. A loss "
+                        "reduces the last axis of y_pred: give predictions shape (batch, 1), not (batch,).")
     if sample_weight is not None:
         values = values * _broadcast_leading(jnp.asarray(sample_weight, values.dtype), values.shape,
                                              "sample_weight")
@@ -443,7 +443,7 @@ def valid_mask(loss: str | LossFn, y_true: ArrayLike, y_pred: ArrayLike,
     fn = get(loss)
     while isinstance(fn, functools.partial):
         if fn.args:
-            raise TypeError("valid_mask: a loss given as functools.partial may bind keyword options only.")
+            raise ArgumentTypeError("valid_mask: a loss given as functools.partial may bind keyword options only.")
         options = {**fn.keywords, **options}
         fn = fn.func
     hook = getattr(fn, "valid_mask", None)
@@ -474,6 +474,6 @@ def dense_equivalent(loss: str | LossFn) -> LossFn:
     if fn is not sparse_categorical_crossentropy:
         return get(loss)
     if options.get("ignore_class") is not None:
-        raise ValueError("sparse_categorical_crossentropy with ignore_class cannot train on mixed (soft) "
-                         "labels from MixUp/CutMix.")
+        raise ArgumentError("sparse_categorical_crossentropy with ignore_class cannot train on mixed (soft) "
+                            "labels from MixUp/CutMix.")
     return get("categorical_crossentropy", from_logits=options.get("from_logits", False))

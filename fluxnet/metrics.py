@@ -21,13 +21,14 @@ The losses are metrics too, under the same names (e.g. ``"binary_crossentropy"``
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from fluxnet import losses
+from fluxnet.errors import ArgumentError
 from fluxnet.losses import _align_ranks, _as_float, _check_same_shape, _sparse_labels
 from fluxnet.registry import Registry, name_for, resolve
 
@@ -53,7 +54,7 @@ def mean_over(values: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
 
 def _check_k(name: str, k: Any) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"{name}: k must be a positive int, got {k!r}.")
+        raise ArgumentError(f"{name}: k must be a positive int, got {k!r}.")
 
 
 def _matches(labels: jax.Array, predicted: jax.Array) -> jax.Array:
@@ -205,7 +206,7 @@ def monitor_mode(monitor: str, mode: str = "auto") -> str:
     """Whether a monitored value improves going up (``"max"``) or down (``"min"``); ``"auto"`` follows
     Keras: accuracy-like names (acc, auc, precision, recall) go up, everything else (losses) down."""
     if mode not in ("auto", "min", "max"):
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
+        raise ArgumentError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
     if mode != "auto":
         return mode
     return "max" if any(k in monitor for k in ("acc", "auc", "precision", "recall")) else "min"

@@ -59,7 +59,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fluxnet.tree import plain
+from fluxnet import tree
+from fluxnet.errors import ArgumentError, ArgumentTypeError, ConfigError
 from fluxnet.registry import Registry, unknown_name_error
 
 LearningRate = Union[float, Callable[[jax.Array], jax.Array]]
@@ -182,8 +183,8 @@ _UNIT_INTERVAL_ARGS = ("beta_1", "beta_2", "rho", "momentum")
 
 def _lookup(name: str) -> _Spec:
     if not isinstance(name, str):
-        raise TypeError("optimizer must be a name (str) or an optax.GradientTransformation, "
-                        f"got {type(name).__name__}.")
+        raise ArgumentTypeError("optimizer must be a name (str) or an optax.GradientTransformation, "
+                                f"got {type(name).__name__}.")
     key = name.lower()
     if key not in OPTIMIZERS:
         raise unknown_name_error("optimizer", name, OPTIMIZERS.names())
@@ -192,18 +193,18 @@ def _lookup(name: str) -> _Spec:
 
 def _check_number(owner: str, arg: str, value: Any, *, positive: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {arg} must be a number, got {value!r}.")
+        raise ArgumentTypeError(f"{owner}: {arg} must be a number, got {value!r}.")
     lo, hi = (0.0, 1.0) if arg in _UNIT_INTERVAL_ARGS else (0.0, math.inf)
     if not lo <= value <= hi or (positive and value == 0):
         bound = "> 0" if positive else f"in [{lo}, {hi}]"
-        raise ValueError(f"{owner}: {arg} must be {bound}, got {value!r}.")
+        raise ArgumentError(f"{owner}: {arg} must be {bound}, got {value!r}.")
 
 
 def _check_hyperparameters(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]):
     for arg, value in given.items():
         if isinstance(defaults[arg], bool):
             if not isinstance(value, bool):
-                raise TypeError(f"{owner}: {arg} must be True or False, got {value!r}.")
+                raise ArgumentTypeError(f"{owner}: {arg} must be True or False, got {value!r}.")
         else:
             _check_number(owner, arg, value)
 
@@ -216,8 +217,8 @@ def _clipping(owner: str, clip_args: Mapping[str, float | None]) -> list[optax.G
     """Keras' gradient clipping as a (possibly empty) list of transformations."""
     given = {arg: value for arg, value in clip_args.items() if value is not None}
     if len(given) > 1:
-        raise ValueError(f"{owner}: only one of clipnorm, clipvalue and global_clipnorm can be set, "
-                         f"got {given}.")
+        raise ArgumentError(f"{owner}: only one of clipnorm, clipvalue and global_clipnorm can be set, "
+                            f"got {given}.")
     for arg, value in given.items():
         _check_number(owner, arg, value, positive=True)
     make = {"clipnorm": clip_by_norm_per_tensor, "clipvalue": optax.clip,
@@ -236,8 +237,8 @@ def get(name_or_transform: str | optax.GradientTransformation, learning_rate: Le
     if isinstance(name_or_transform, optax.GradientTransformation):
         if learning_rate is not None or kwargs:
             given = sorted(kwargs) + (["learning_rate"] if learning_rate is not None else [])
-            raise ValueError(f"Arguments {given} only apply to optimizers given by name; the optax "
-                             "transformation passed in is used as it is.")
+            raise ArgumentError(f"Arguments {given} only apply to optimizers given by name; the optax "
+                                "transformation passed in is used as it is.")
         return name_or_transform
     spec = _lookup(name_or_transform)
     owner = f"optimizer {name_or_transform!r}"
@@ -245,8 +246,8 @@ def get(name_or_transform: str | optax.GradientTransformation, learning_rate: Le
     valid = sorted(set(defaults) | set(_COMMON_ARGS))
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ValueError(f"{owner} got unknown argument(s) {unknown}. Valid arguments: "
-                         f"{', '.join(valid)}.")
+        raise ArgumentError(f"{owner} got unknown argument(s) {unknown}. Valid arguments: "
+                            f"{', '.join(valid)}.")
     weight_decay = kwargs.pop("weight_decay", spec.weight_decay)
     clipping = _clipping(owner, {arg: kwargs.pop(arg, None) for arg in _CLIP_ARGS})
     _check_hyperparameters(owner, defaults, kwargs)
@@ -292,8 +293,8 @@ def _warmup_cosine(learning_rate, total_steps, warmup_steps, decay_steps=None, a
     ``alpha * learning_rate``; ``decay_steps`` (default: total steps) includes the warmup."""
     decay_steps = decay_steps or total_steps
     if not 0 <= warmup_steps < decay_steps:
-        raise ValueError(f"schedule 'warmup_cosine': warmup_steps must be in [0, decay_steps="
-                         f"{decay_steps}), got {warmup_steps!r}.")
+        raise ConfigError(f"schedule 'warmup_cosine': warmup_steps must be in [0, decay_steps="
+                          f"{decay_steps}), got {warmup_steps!r}.")
     return optax.warmup_cosine_decay_schedule(init_value, learning_rate, warmup_steps, decay_steps,
                                               end_value=alpha * learning_rate)
 
@@ -311,10 +312,10 @@ def _piecewise(learning_rate, total_steps, boundaries, values):
     """
     del learning_rate, total_steps
     if len(values) != len(boundaries) + 1:
-        raise ValueError(f"schedule 'piecewise': needs len(values) == len(boundaries) + 1, got "
-                         f"{len(values)} values for {len(boundaries)} boundaries.")
+        raise ConfigError(f"schedule 'piecewise': needs len(values) == len(boundaries) + 1, got "
+                          f"{len(values)} values for {len(boundaries)} boundaries.")
     if any(later <= earlier for earlier, later in zip(boundaries, boundaries[1:])):
-        raise ValueError(f"schedule 'piecewise': boundaries must increase, got {list(boundaries)}.")
+        raise ConfigError(f"schedule 'piecewise': boundaries must increase, got {list(boundaries)}.")
     bounds = jnp.asarray(boundaries)
     vals = jnp.asarray(values, dtype=jnp.float32)
     return lambda step: vals[jnp.searchsorted(bounds, step, side="left")]
@@ -341,27 +342,27 @@ def make_schedule(spec: str | Mapping[str, Any] | None, learning_rate: float, *,
         spec = "constant"
     args = {"name": spec} if isinstance(spec, str) else _plain_dict(spec, "schedule")
     if "name" not in args:
-        raise ValueError(f"schedule config needs a 'name'; valid names: {', '.join(SCHEDULES.names())}.")
+        raise ConfigError(f"schedule config needs a 'name'; valid names: {', '.join(SCHEDULES.names())}.")
     name = args.pop("name")
     fn = SCHEDULES.get(name)
     params = inspect.signature(fn).parameters
     valid = [p for p in params if p not in ("learning_rate", "total_steps")]
     unknown = sorted(set(args) - set(valid))
     if unknown:
-        raise ValueError(f"schedule {name!r} got unknown argument(s) {unknown}. Valid arguments: "
-                         f"{', '.join(valid) or 'none'}.")
+        raise ConfigError(f"schedule {name!r} got unknown argument(s) {unknown}. Valid arguments: "
+                          f"{', '.join(valid) or 'none'}.")
     missing = [p for p in valid if params[p].default is inspect.Parameter.empty and p not in args]
     if missing:
-        raise ValueError(f"schedule {name!r} needs argument(s) {missing}.")
+        raise ConfigError(f"schedule {name!r} needs argument(s) {missing}.")
     return fn(learning_rate, total_steps, **args)
 
 
 def _plain_dict(cfg: Any, what: str) -> dict[str, Any]:
     """A plain dict copy of a Mapping or ml_collections ConfigDict."""
-    cfg = plain(cfg)
+    cfg = tree.plain(cfg)
     if isinstance(cfg, Mapping):
         return dict(cfg)
-    raise TypeError(f"{what} must be a mapping or ConfigDict, got {type(cfg).__name__}.")
+    raise ArgumentTypeError(f"{what} must be a mapping or ConfigDict, got {type(cfg).__name__}.")
 
 
 def build_optimizer(cfg: Mapping[str, Any], *, total_steps: int) -> optax.GradientTransformation:
@@ -373,10 +374,10 @@ def build_optimizer(cfg: Mapping[str, Any], *, total_steps: int) -> optax.Gradie
     the default decay length of the cosine schedules.
     """
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive int, got {total_steps!r}.")
+        raise ArgumentError(f"total_steps must be a positive int, got {total_steps!r}.")
     args = {k: v for k, v in _plain_dict(cfg, "optimizer config").items() if v is not None}
     if "name" not in args:
-        raise ValueError(f"optimizer config needs a 'name'; valid names: {', '.join(OPTIMIZERS.names())}.")
+        raise ConfigError(f"optimizer config needs a 'name'; valid names: {', '.join(OPTIMIZERS.names())}.")
     name = args.pop("name")
     lr = args.pop("learning_rate", None)
     lr = default_learning_rate(name) if lr is None else lr
@@ -402,16 +403,6 @@ def current_learning_rate(opt_state: Any) -> jax.Array | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _path_names(keypath) -> Path:
-    names = []
-    for key in keypath:
-        for attr in ("key", "name", "idx"):
-            if hasattr(key, attr):
-                names.append(str(getattr(key, attr)))
-                break
-    return tuple(names)
-
-
 def partitioned(params: Any, labels: Callable[[Path], str] | Any,
                 transforms: Mapping[str, str | optax.GradientTransformation]
                 ) -> optax.GradientTransformation:
@@ -424,17 +415,17 @@ def partitioned(params: Any, labels: Callable[[Path], str] | Any,
     {"backbone": get("adam", 1e-4), "head": get("adam", 1e-3)})``.
     """
     if callable(labels):
-        label_tree = jax.tree_util.tree_map_with_path(lambda kp, _: labels(_path_names(kp)), params)
+        label_tree = jax.tree_util.tree_map_with_path(lambda kp, _: labels(tree.path_parts(kp)), params)
     else:
         label_tree = labels
     unknown = {}
     for keypath, label in jax.tree_util.tree_leaves_with_path(label_tree):
         if label not in transforms:
-            unknown.setdefault(label, "/".join(_path_names(keypath)))
+            unknown.setdefault(label, "/".join(tree.path_parts(keypath)))
     if unknown:
         described = ", ".join(f"{label!r} (e.g. at {path})" for label, path in unknown.items())
-        raise ValueError(f"Parameter label(s) {described} have no transformation. Labels with one: "
-                         f"{', '.join(map(repr, transforms))}.")
+        raise ArgumentError(f"Parameter label(s) {described} have no transformation. Labels with one: "
+                            f"{', '.join(map(repr, transforms))}.")
     return optax.partition({label: get(tx) for label, tx in transforms.items()}, label_tree)
 
 

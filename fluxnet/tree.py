@@ -12,9 +12,6 @@ from typing import Any, Iterable, Mapping
 import jax
 import numpy as np
 
-PARAMS = "params"
-
-
 def path_parts(keypath: tuple) -> tuple[str, ...]:
     """``("params", "conv2d", "kernel")`` for a pytree key path (dict keys, attributes, indices)."""
     return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keypath)
@@ -27,12 +24,12 @@ def path_str(keypath: tuple) -> str:
 
 def split_variables(variables: Mapping) -> tuple[Any, dict]:
     """``(params, state)``: the trained collection and the others (BatchNormalization statistics)."""
-    return variables[PARAMS], {c: v for c, v in variables.items() if c != PARAMS}
+    return variables["params"], {c: v for c, v in variables.items() if c != "params"}
 
 
 def join_variables(params: Any, state: Mapping) -> dict:
     """The inverse of :func:`split_variables`: ``{"params": params, **state}``."""
-    return {PARAMS: params, **state}
+    return {"params": params, **state}
 
 
 def plain(value: Any) -> Any:

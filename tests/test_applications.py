@@ -10,7 +10,7 @@ import pytest
 import fluxnet as fx
 from fluxnet import layers
 from fluxnet.applications import ResNet50, resnet50
-from fluxnet.keras_weights import load_keras_weights
+from fluxnet.transfer.keras_weights import load_keras_weights
 
 KERAS_RESNET50_PARAMS = 25_636_712  # keras.applications.ResNet50(weights=None).count_params()
 KERAS_RESNET50_NOTOP_PARAMS = 23_587_712

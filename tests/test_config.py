@@ -1,10 +1,10 @@
-"""fluxnet.config: loading, overrides with type checks, JSON records, diffs."""
+"""fluxnet.runs.config: loading, overrides with type checks, JSON records, diffs."""
 import json
 
 import ml_collections
 import pytest
 
-from fluxnet import config as fc
+from fluxnet.runs import config as fc
 
 CONFIG_FILE = '''
 import ml_collections

@@ -445,3 +445,25 @@ def test_prefetcher_puts_batches_on_device_and_tracks_position():
     assert len(plain) == 3 and isinstance(plain[0]["x"], jax.Array)
     with pytest.raises(TypeError, match="has no state"):
         data.Prefetcher([]).state()
+
+
+# ------------------------------------------------------------------------------------------- errors
+def test_user_errors_are_fluxnet_errors_and_keep_their_builtin():
+    from fluxnet import augment
+    from fluxnet.errors import FluxnetError, NotFoundError
+
+    cases = [
+        (lambda: data.split_spec_arg({"validation": 1.5}), "fraction in"),
+        (lambda: data.check_labels(np.array([0, 3]), 3), "label 3 at index 1"),
+        (lambda: augment.Pipeline.from_config([{"op": "RandomFlop"}]), "Unknown augmentation op 'RandomFlop'"),
+        (lambda: augment.RandomRotation(2.0), "values must lie in"),
+    ]
+    for fail, match in cases:
+        with pytest.raises(ValueError, match=match) as info:
+            fail()
+        assert isinstance(info.value, FluxnetError), type(info.value)
+    with pytest.raises(TypeError) as info:
+        data.split_spec_arg({"train": 0.8})
+    assert isinstance(info.value, FluxnetError)
+    assert issubclass(data.DatasetNotPreparedError, NotFoundError)
+    assert issubclass(data.DatasetNotPreparedError, FileNotFoundError)

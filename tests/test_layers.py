@@ -462,3 +462,31 @@ def test_constructor_arguments_follow_keras(keras):
                 if p.name != "name" and p.kind is p.POSITIONAL_OR_KEYWORD]
         theirs = list(inspect.signature(getattr(keras.layers, cls)).parameters.values())[:len(ours)]
         assert [(p.name, p.default) for p in ours] == [(p.name, p.default) for p in theirs], cls
+
+
+def test_user_errors_are_fluxnet_errors_and_keep_their_builtin():
+    """Mistakes in layer, model, loss and optimizer arguments raise fluxnet's error classes, which are
+    still the ValueError/TypeError that callers may catch."""
+    from fluxnet import errors, losses, optimizers
+
+    value_errors = [
+        (lambda: layers.Dense(0), errors.ArgumentError),
+        (lambda: layers.Conv2D(4, 3, padding="full"), errors.ArgumentError),
+        (lambda: layers.Conv2D(4, 3)(layers.Input((3,))), layers.LayerError),
+        (lambda: losses.categorical_crossentropy(np.ones((2, 3)), np.ones((2, 4))), errors.DataError),
+        (lambda: losses.get("categorical_crossentropy", label_smoothing=2.0)(np.ones((2, 3)), np.ones((2, 3))),
+         errors.ArgumentError),
+        (lambda: optimizers.get("adam", beta_1=2.0), errors.ArgumentError),
+        (lambda: optimizers.build_optimizer({"learning_rate": 0.1}, total_steps=10), errors.ConfigError),
+    ]
+    type_errors = [
+        (lambda: layers.Dense(2)(np.ones((1, 3))), errors.ArgumentTypeError),
+        (lambda: losses.get("mse", bogus=1), errors.ArgumentTypeError),
+        (lambda: optimizers.get("adam", amsgrad=1), errors.ArgumentTypeError),
+    ]
+    for builtin, cases in [(ValueError, value_errors), (TypeError, type_errors)]:
+        for make, cls in cases:
+            with pytest.raises(cls) as info:
+                make()
+            assert isinstance(info.value, errors.FluxnetError) and isinstance(info.value, builtin)
+    assert issubclass(layers.LayerError, errors.ArgumentError)

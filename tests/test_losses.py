@@ -209,7 +209,7 @@ def test_names_and_aliases_resolve_to_the_module_functions():
         assert losses.get(name) is fn
         assert all(losses.get(alias) is fn for alias in aliases)
         assert losses.name_of(fn) == name
-    assert sorted(losses.REGISTRY.names()) == sorted([*ALIASES, *sum(ALIASES.values(), [])])
+    assert sorted(losses.LOSSES.names()) == sorted([*ALIASES, *sum(ALIASES.values(), [])])
 
 
 def test_unknown_name_lists_valid_names_and_closest():
@@ -242,7 +242,7 @@ def test_register_decorator_and_duplicate_names():
             losses.register("mse", abs_sum)
     finally:  # keep the global registry as the other tests expect it
         for key in ("fluxnet_test_abs_sum", "fluxnet_test_abs"):
-            losses.REGISTRY._items.pop(key)
+            losses.LOSSES._items.pop(key)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def test_names_and_aliases_resolve_to_the_module_functions():
         assert metrics.get(name) is fn
         assert all(metrics.get(alias) is fn for alias in aliases)
         assert metrics.name_of(fn) == name
-    assert sorted(metrics.REGISTRY.names()) == sorted([*ALIASES, *sum(ALIASES.values(), [])])
+    assert sorted(metrics.METRICS.names()) == sorted([*ALIASES, *sum(ALIASES.values(), [])])
     assert metrics.name_of("acc") == "acc"
     assert not hasattr(metrics.sparse_categorical_crossentropy, "valid_mask")
 
@@ -156,7 +156,7 @@ def test_get_register_and_options():
     try:
         assert metrics.get("fluxnet_test_hits") is hits
     finally:  # keep the global registry as the other tests expect it
-        metrics.REGISTRY._items.pop("fluxnet_test_hits")
+        metrics.METRICS._items.pop("fluxnet_test_hits")
 
 
 @pytest.mark.parametrize("call,match", [

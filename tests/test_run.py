@@ -1,12 +1,15 @@
 """Run directories and the command line: ``fluxnet train`` end to end, exact resumes (a longer run,
 kill -9 in an epoch and in a save), refused config changes, config errors, NaN losses, ``evaluate``
 and ``load_run``. One straight 3-epoch run (a subprocess, as users run it) is the reference."""
+import dataclasses
 import glob
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -14,9 +17,13 @@ import numpy as np
 import pytest
 
 import fluxnet as fx
-from fluxnet import cli, run
-from fluxnet.checkpoint import Checkpointer
-from fluxnet.config import load_saved_config
+from fluxnet import cli, runs
+from fluxnet.errors import RunLockedError
+from fluxnet.runs import RunLock
+from fluxnet.runs.build import build_trainer, configured_model, prepare_data
+from fluxnet.runs.config import load_saved_config
+from fluxnet.runs.workdir import note_stretched_schedule
+from fluxnet.train.checkpoint import Checkpointer
 from fluxnet.models import model_from_config
 
 CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "digits_cnn.py")
@@ -43,7 +50,7 @@ def latest_state(workdir: Path):
     """The latest checkpoint's TrainState, restored as a fresh process would."""
     config = load_saved_config(workdir / "config.json")
     model = model_from_config(json.loads((workdir / "model.json").read_text()))
-    trainer = run.build_trainer(config, model, steps_per_epoch=1)
+    trainer = build_trainer(config, model, steps=1)
     checkpointer = Checkpointer(workdir / "checkpoints", read_only=True)
     state, _, _ = checkpointer.restore(checkpointer.latest_step(), trainer.abstract_state())
     checkpointer.close()
@@ -122,7 +129,7 @@ def test_evaluate_and_load_run_reproduce_the_summary(straight, capsys):
     summary = json.loads((workdir / "summary.json").read_text())
     assert cli.main(["evaluate", str(workdir), "--split", "test"]) == 0
     assert json.loads(capsys.readouterr().out) == summary["test"]
-    test = run.prepare_data(load_saved_config(workdir / "config.json"))[0].test
+    test = prepare_data(load_saved_config(workdir / "config.json"))[0].test
     for best, expected in ((False, summary["test"]), (True, summary["best_checkpoint"]["test"])):
         model, variables = fx.load_run(workdir, best=best)
         logits, _ = model.apply(variables, test.images)
@@ -206,8 +213,8 @@ def test_a_nan_loss_ends_the_run_with_a_clear_message(tmp_path, digits_tfds_dir,
 def test_growing_a_run_notes_a_schedule_that_spans_train_epochs(straight, digits_tfds_dir, capsys):
     workdir, _ = straight
     for schedule, noted in (("constant", False), ("cosine", True)):
-        config = run.resolve_config(CONFIG, overrides(digits_tfds_dir, 5, f"optimizer.schedule={schedule}"))
-        run._warn_if_schedule_stretched(config, workdir)
+        config = runs.resolve_config(CONFIG, overrides(digits_tfds_dir, 5, f"optimizer.schedule={schedule}"))
+        note_stretched_schedule(config, workdir)
         assert ("'cosine' learning-rate schedule now spans 5 epochs" in capsys.readouterr().err) == noted
 
 
@@ -219,3 +226,129 @@ def test_overrides_may_follow_options(tmp_path, digits_tfds_dir, capsys):
     assert not (tmp_path / "w").exists()
     with pytest.raises(SystemExit):
         cli.main(["evaluate", str(tmp_path), "--bogus"])
+
+
+# ------------------------------------------------------------------------------------------------ the lock
+
+HOLD_LOCK = """
+import sys, time
+from fluxnet.runs import RunLock
+lock = RunLock(sys.argv[1])
+lock.acquire()
+print("locked", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_second_train_process_on_one_workdir_stops_at_once(tmp_path, digits_tfds_dir):
+    """Two ``fluxnet train`` processes on one workdir: the second stops with one line naming the first."""
+    workdir = tmp_path / "shared"
+    args = ["train", CONFIG, *overrides(digits_tfds_dir, 300), "--workdir", str(workdir), "--quiet"]
+    first = subprocess.Popen([sys.executable, "-m", "fluxnet.cli", *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):  # training has begun once metrics.jsonl has a record
+            if (workdir / "metrics.jsonl").exists() or first.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert first.poll() is None, first.stderr.read()[-3000:]
+        second = fluxnet_process(args)
+        assert first.poll() is None       # the first was still training when the second was refused
+    finally:
+        first.kill()
+        first.wait()
+    err = second.stderr.strip()
+    assert second.returncode == 2 and "\n" not in err and "Traceback" not in err
+    assert err.startswith("fluxnet train: error: ") and "is locked" in err and f"process {first.pid} " in err
+
+
+def test_a_refused_command_touches_nothing_but_the_lock_and_the_lock_dies_with_its_process(
+        straight, tmp_path, digits_tfds_dir, capsys):
+    workdir = tmp_path / "held"
+    shutil.copytree(straight[0], workdir)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = snapshot(workdir)
+        args = ["train", CONFIG, *overrides(digits_tfds_dir), "--workdir", str(workdir), "--quiet"]
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{workdir} is locked: process {holder.pid} on " in err and "\n" not in err
+        assert snapshot(workdir) == before
+        with pytest.raises(RunLockedError):   # the API refuses too, with the same error
+            runs.train(runs.resolve_config(CONFIG, overrides(digits_tfds_dir)), workdir, verbose=0)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli.main(args) == 0            # killed (no clean-up ran): the lock went with it
+    assert json.loads((workdir / ".lock").read_text())["pid"] == os.getpid()
+
+
+def test_the_lock_is_reentrant_and_released_by_the_outermost_with(tmp_path):
+    lock = RunLock(tmp_path / "w")
+    with lock:
+        with lock:
+            lock.acquire()
+            lock.acquire()
+        assert lock.held                  # the inner with did not release it
+    assert not lock.held
+    with RunLock(tmp_path / "w") as again:
+        again.acquire()                   # free again in this process
+        assert again.held
+
+
+# ------------------------------------------------------------------------------------------------ layers of a run
+
+
+class Untouchable:
+    """A split that fails the test on any use."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the test split was read (.{name})")
+
+    def __len__(self):
+        raise AssertionError("the test split was read (len)")
+
+    def __bool__(self):
+        raise AssertionError("the test split was read (bool)")
+
+
+def test_fit_run_returns_validation_metrics_without_touching_the_test_split(tmp_path, digits_tfds_dir):
+    config = runs.resolve_config(CONFIG, overrides(digits_tfds_dir, 2))
+    splits, _ = prepare_data(config)
+    blind = dataclasses.replace(splits, test=Untouchable())
+    model = configured_model(config, splits.metadata)
+    result = runs.fit_run(config, tmp_path / "fit", model, blind, verbose=0)
+    assert set(result.validation) == {"val_loss", "val_accuracy"}
+    assert result.validation == {f"val_{k}": v for k, v in result.trainer.evaluate(
+        result.state, splits.validation).items()}
+    assert int(result.state.epoch) == 2 and len(result.history.history["val_accuracy"]) == 2
+    assert not (tmp_path / "fit" / "summary.json").exists()   # the report (test split) is another step
+
+
+def test_user_errors_print_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch, capsys):
+    missing = tmp_path / "nothing_here"
+    assert cli.main(["evaluate", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fluxnet evaluate: error: ") and "Traceback" not in err
+
+    def bug(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(runs, "evaluate_run", bug)
+    with pytest.raises(KeyError, match="a bug"):   # not turned into an exit code: the traceback shows
+        cli.main(["evaluate", str(missing)])
+
+
+def test_the_crash_hook_is_off_unless_passed_explicitly(monkeypatch, digits_splits):
+    """The library never reads $FLUXNET_CRASH_AT: only the command line turns it into a CrashPoint."""
+    from fluxnet.train import faults
+
+    monkeypatch.setenv(faults.ENV, "epoch:1")
+    model = fx.Sequential([fx.layers.Input((8, 8, 1)), fx.layers.Flatten(), fx.layers.Dense(10)])
+    trainer = fx.Trainer(model, loss=fx.losses.get("sparse_categorical_crossentropy", from_logits=True))
+    state, history = trainer.fit(trainer.init(jax.random.key(0)), digits_splits.train, epochs=1, verbose=0)
+    assert int(state.epoch) == 1          # still alive
+    assert faults.from_environment() == faults.CrashPoint("epoch", 1)
+    with pytest.raises(ValueError, match="expected 'epoch:E' or 'save:E'"):
+        faults.CrashPoint.parse("step:3")

@@ -303,7 +303,7 @@ MULTI_DEVICE = textwrap.dedent("""
     import json, sys
     import jax, optax, fluxnet as fx
     from fluxnet import data
-    from fluxnet.models.zoo import build_model
+    from fluxnet.models.builders import build_model
     from test_train import summarize
 
     assert len(jax.devices()) == 4

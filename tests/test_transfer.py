@@ -11,7 +11,7 @@ import pytest
 import fluxnet as fx
 from fluxnet import layers, optimizers, pretrained, transfer
 from fluxnet.data import limit_per_class, select_classes
-from fluxnet.models.zoo import build_model
+from fluxnet.models.builders import build_model
 
 LOSS = fx.losses.get("sparse_categorical_crossentropy", from_logits=True)
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -118,7 +118,8 @@ def test_linear_probe_leaves_every_backbone_variable_bit_identical(zoo, digits_s
         for name, sub in source[collection].items():
             for leaf, value in sub.items():
                 np.testing.assert_array_equal(after[collection][name][leaf], value, err_msg=f"{name}/{leaf}")
-    assert changed(after["params"]["head_logits"]["kernel"], model.init(jax.random.key(0))["params"]["head_logits"]["kernel"])
+    initial = model.init(jax.random.key(0))["params"]["head_logits"]["kernel"]
+    assert changed(after["params"]["head_logits"]["kernel"], initial)
     counts = model.param_counts()
     assert counts["trainable"] == 8 * 4 * 4 * 5 + 5  # only the head
     assert counts["trainable"] + counts["non_trainable"] == model.count_params()

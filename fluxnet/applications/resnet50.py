@@ -17,6 +17,7 @@ import numpy as np
 
 from fluxnet import activations
 from fluxnet import layers
+from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError
 from fluxnet.transfer.keras_weights import check_keras_weights
 from fluxnet.layers.base import SymbolicTensor
 from fluxnet.layers.core import InputLayer
@@ -63,17 +64,17 @@ def _input_shape(input_shape: Sequence[int | None] | None, include_top: bool) ->
     else:
         shape = tuple(input_shape)
         if len(shape) != 3:
-            raise ValueError(f"`input_shape` must be a tuple of three integers (height, width, channels). "
-                             f"Received: input_shape={input_shape}")
+            raise ArgumentError(f"`input_shape` must be a tuple of three integers (height, width, channels). "
+                                f"Received: input_shape={input_shape}")
         if shape[-1] not in (1, 3):
             warnings.warn(f"This model usually expects 1 or 3 input channels. However, it was passed an "
                           f"input_shape with {shape[-1]} input channels.", stacklevel=3)
         if any(n is not None and n < MIN_SIZE for n in shape[:2]):
-            raise ValueError(f"Input size must be at least {MIN_SIZE}x{MIN_SIZE}; Received: "
-                             f"input_shape={input_shape}")
+            raise ArgumentError(f"Input size must be at least {MIN_SIZE}x{MIN_SIZE}; Received: "
+                                f"input_shape={input_shape}")
     if include_top and None in shape:
-        raise ValueError(f"If `include_top` is True, you should specify a static `input_shape`. "
-                         f"Received: input_shape={shape}")
+        raise ArgumentError(f"If `include_top` is True, you should specify a static `input_shape`. "
+                            f"Received: input_shape={shape}")
     return shape
 
 
@@ -114,25 +115,25 @@ def ResNet50(include_top: bool = True, weights: str | os.PathLike | None = None,
         name: the model's name.
     """
     if isinstance(weights, str) and weights == "imagenet":
-        raise ValueError(_NO_IMAGENET)
+        raise ArgumentError(_NO_IMAGENET)
     if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)):
-        raise ValueError("The `weights` argument should be either `None` (random initialization) or the path "
-                         f"to a Keras 3 weights file ('.weights.h5') to be loaded. Received: weights={weights!r}")
+        raise ArgumentError("The `weights` argument should be either `None` (random initialization) or the path "
+                            f"to a Keras 3 weights file ('.weights.h5') to be loaded. Received: weights={weights!r}")
     if pooling not in (None, "avg", "max"):
-        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
+        raise ArgumentError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
     if include_top and weights is not None and activations.get(classifier_activation) not in (
             activations.get("softmax"), activations.get(None)):
-        raise ValueError("Only `None` and `softmax` activations are allowed for the `classifier_activation` "
-                         "argument when using pretrained weights, with `include_top=True`; Received: "
-                         f"classifier_activation={classifier_activation!r}")
+        raise ArgumentError("Only `None` and `softmax` activations are allowed for the `classifier_activation` "
+                            "argument when using pretrained weights, with `include_top=True`; Received: "
+                            f"classifier_activation={classifier_activation!r}")
     shape = _input_shape(input_shape, include_top)
     if input_tensor is None:
         img_input = layers.Input(shape)
     elif isinstance(input_tensor, SymbolicTensor):
         img_input = input_tensor
     else:
-        raise TypeError(f"`input_tensor` must be a symbolic tensor (layers.Input(...) or a layer's output), "
-                        f"got {type(input_tensor).__name__}.")
+        raise ArgumentTypeError(f"`input_tensor` must be a symbolic tensor (layers.Input(...) or a layer's output), "
+                                f"got {type(input_tensor).__name__}.")
 
     x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(img_input)
     x = _conv_bn(x, 64, 7, "conv1", strides=2)
@@ -165,8 +166,8 @@ def preprocess_input(x: Any, data_format: str | None = None) -> np.ndarray | jax
     unless already floating), a JAX array gives a JAX array (jittable); the input is never modified.
     """
     if data_format not in (None, "channels_last", "channels_first"):
-        raise ValueError(f"Expected data_format to be one of `channels_first` or `channels_last`. "
-                         f"Received: data_format={data_format!r}")
+        raise ArgumentError(f"Expected data_format to be one of `channels_first` or `channels_last`. "
+                            f"Received: data_format={data_format!r}")
     xp = jnp if isinstance(x, jax.Array) else np
     x = xp.asarray(x)
     if not xp.issubdtype(x.dtype, xp.floating):
@@ -175,8 +176,8 @@ def preprocess_input(x: Any, data_format: str | None = None) -> np.ndarray | jax
     axis = (1 if x.ndim == 4 else 0) if channels_first else -1
     if x.ndim not in (3, 4) or x.shape[axis] != 3:
         layout = "3, height, width" if channels_first else "height, width, 3"
-        raise ValueError(f"preprocess_input expects RGB images of shape ({layout}), with or without a batch "
-                         f"axis first; got shape {tuple(x.shape)}.")
+        raise DataError(f"preprocess_input expects RGB images of shape ({layout}), with or without a batch "
+                        f"axis first; got shape {tuple(x.shape)}.")
     mean_shape = [1] * x.ndim
     mean_shape[axis] = 3
     mean = xp.asarray(IMAGENET_BGR_MEAN, dtype=x.dtype).reshape(mean_shape)

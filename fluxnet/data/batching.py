@@ -20,6 +20,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from fluxnet.data.imbalance import oversample_indices
+from fluxnet.errors import ArgumentError, DataError
 
 
 def num_batches(n: int, batch_size: int, drop_remainder: bool) -> int:
@@ -29,7 +30,7 @@ def num_batches(n: int, batch_size: int, drop_remainder: bool) -> int:
 
 def _non_negative_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{what} must be a non-negative int, got {value!r}.")
+        raise ArgumentError(f"{what} must be a non-negative int, got {value!r}.")
     return int(value)
 
 
@@ -47,13 +48,13 @@ class BatchIterator:
         self.images = np.asarray(images)
         self.labels = None if labels is None else np.asarray(labels)
         if self.labels is not None and self.labels.shape != self.images.shape[:1]:
-            raise ValueError(f"Got {self.images.shape[0]} images but labels of shape {self.labels.shape}; "
-                             "expected one label per image.")
+            raise DataError(f"Got {self.images.shape[0]} images but labels of shape {self.labels.shape}; "
+                            "expected one label per image.")
         if oversample and self.labels is None:
-            raise ValueError("oversample=True needs labels.")
+            raise ArgumentError("oversample=True needs labels.")
         self.batch_size = _non_negative_int(batch_size, "batch_size")
         if self.batch_size == 0:
-            raise ValueError("batch_size must be positive, got 0.")
+            raise ArgumentError("batch_size must be positive, got 0.")
         self.seed = _non_negative_int(seed, "seed")
         self.shuffle, self.drop_remainder = bool(shuffle), bool(drop_remainder)
         self.oversample = bool(oversample)
@@ -64,8 +65,8 @@ class BatchIterator:
             self.examples_per_epoch = self.images.shape[0]
         self.steps_per_epoch = num_batches(self.examples_per_epoch, self.batch_size, self.drop_remainder)
         if self.steps_per_epoch == 0:      # only possible with drop_remainder
-            raise ValueError(f"{self.examples_per_epoch} examples make no batch of batch_size "
-                             f"{self.batch_size} with drop_remainder=True.")
+            raise DataError(f"{self.examples_per_epoch} examples make no batch of batch_size "
+                            f"{self.batch_size} with drop_remainder=True.")
         self.epoch = self.step = 0
 
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -83,7 +84,7 @@ class BatchIterator:
         epoch = _non_negative_int(state["epoch"], "state['epoch']")
         step = _non_negative_int(state["step"], "state['step']")
         if step >= self.steps_per_epoch:
-            raise ValueError(f"state['step'] = {step} is past the {self.steps_per_epoch} steps of an epoch.")
+            raise ArgumentError(f"state['step'] = {step} is past the {self.steps_per_epoch} steps of an epoch.")
         self.epoch, self.step = epoch, step
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:

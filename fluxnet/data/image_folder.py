@@ -11,7 +11,7 @@ data set. Layout, as Keras' ``image_dataset_from_directory``:
 Class names are the sorted sub-folder names, their positions the label ids. Files ending in .bmp,
 .gif, .jpeg, .jpg or .png (any case) are read; hidden files and folders are skipped. Images are
 converted to ``color_mode`` and resized to ``image_size`` (PIL bilinear), or, with ``image_size=None``,
-must all share one size (a ValueError names the first file that does not).
+must all share one size (a DataError names the first file that does not).
 
 Each prepared copy lives under ``<data_dir>/fluxnet_image_folder/<folder name>_<fingerprint>/``; the
 fingerprint covers the folder's path, every file's path, size and modification time, ``image_size``
@@ -28,6 +28,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from fluxnet.data.images import CHANNELS, color_mode_arg, image_size_arg, read_image, resize_uint8, to_pil
+from fluxnet.errors import DataError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
@@ -36,11 +37,11 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[st
     """The class names (sorted sub-folders) and the (relative path, label) of every image, sorted."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise ValueError(f"Image folder {str(root)!r} does not exist or is not a directory.")
+        raise DataError(f"Image folder {str(root)!r} does not exist or is not a directory.")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise ValueError(f"Image folder {str(root)!r} has no class sub-folders; expected "
-                         f"{str(root / '<class name>' / '<image file>')!r}.")
+        raise DataError(f"Image folder {str(root)!r} has no class sub-folders; expected "
+                        f"{str(root / '<class name>' / '<image file>')!r}.")
     files = []
     for label, name in enumerate(classes):
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
@@ -48,8 +49,8 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[st
             files.extend((os.path.relpath(os.path.join(dirpath, f), root), label) for f in sorted(filenames)
                          if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-        raise ValueError(f"Image folder {str(root)!r} has class sub-folders {classes} but no image files "
-                         f"(looked for {', '.join(IMAGE_EXTENSIONS)}).")
+        raise DataError(f"Image folder {str(root)!r} has class sub-folders {classes} but no image files "
+                        f"(looked for {', '.join(IMAGE_EXTENSIONS)}).")
     return classes, files
 
 
@@ -104,7 +105,7 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
             elif first is None:
                 first = (relpath, image.shape)
             elif image.shape != first[1]:
-                raise ValueError(
+                raise DataError(
                     f"Images in {str(self.root)!r} differ in size: {relpath!r} is {_hw(image.shape)} but "
                     f"{first[0]!r} is {_hw(first[1])} (height x width). Pass image_size=(height, width) "
                     "to resize every image to one size.")

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fluxnet.errors import ArgumentError, DataError
 from fluxnet.registry import unknown_name_error
 
 COLOR_MODES = {"grayscale": "L", "rgb": "RGB", "rgba": "RGBA"}      # Keras color_mode -> PIL mode
@@ -25,7 +26,7 @@ def image_size_arg(image_size: int | Sequence[int]) -> tuple[int, int]:
     size = (image_size, image_size) if isinstance(image_size, numbers.Integral) else tuple(image_size)
     if len(size) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
                                  for s in size):
-        raise ValueError(f"image_size must be (height, width) with positive ints, got {image_size!r}.")
+        raise ArgumentError(f"image_size must be (height, width) with positive ints, got {image_size!r}.")
     return int(size[0]), int(size[1])
 
 
@@ -40,8 +41,8 @@ def to_pil(image: np.ndarray) -> Image.Image:
     """A uint8 (H, W, C) array with 1, 3 or 4 channels as a PIL image (what tfds' Image feature wants)."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-        raise ValueError("Expected a uint8 (height, width, channels) image with 1, 3 or 4 channels, "
-                         f"got dtype {image.dtype} and shape {image.shape}.")
+        raise DataError("Expected a uint8 (height, width, channels) image with 1, 3 or 4 channels, "
+                        f"got dtype {image.dtype} and shape {image.shape}.")
     return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)   # uint8: L, RGB or RGBA
 
 
@@ -60,9 +61,9 @@ def resize_uint8(image: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
 
 
 def read_image(path: str | Path, color_mode: str) -> np.ndarray:
-    """The image file at ``path`` decoded to uint8 (H, W, C) in ``color_mode``; ValueError naming it."""
+    """The image file at ``path`` decoded to uint8 (H, W, C) in ``color_mode``; DataError naming it."""
     try:
         with Image.open(path) as image:
             return from_pil(image.convert(COLOR_MODES[color_mode]))
     except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"Cannot read image file {str(path)!r}: {err}") from err
+        raise DataError(f"Cannot read image file {str(path)!r}: {err}") from err

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from fluxnet.data.checks import check_labels
+from fluxnet.errors import DataError
 
 
 def class_weights_balanced(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -17,8 +18,8 @@ def class_weights_balanced(labels: np.ndarray, num_classes: int) -> np.ndarray:
     counts = np.bincount(labels, minlength=num_classes)
     absent = np.flatnonzero(counts == 0)
     if absent.size:
-        raise ValueError(f"Balanced class weights need every class among the labels; classes "
-                         f"{absent.tolist()} of {num_classes} have no examples.")
+        raise DataError(f"Balanced class weights need every class among the labels; classes "
+                        f"{absent.tolist()} of {num_classes} have no examples.")
     return labels.size / (num_classes * counts.astype(np.float64))
 
 

@@ -18,6 +18,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import jax
 
+from fluxnet.errors import ArgumentError, ArgumentTypeError
+
 _DONE = object()
 
 
@@ -28,7 +30,7 @@ class Prefetcher:
     def __init__(self, batches: Iterable[Mapping[str, Any]], size: int = 2,
                  sharding: jax.sharding.Sharding | jax.Device | None = None):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"Prefetch size must be a positive int, got {size!r}.")
+            raise ArgumentError(f"Prefetch size must be a positive int, got {size!r}.")
         self.batches, self.size, self.sharding = batches, size, sharding
         self._state = None
 
@@ -39,8 +41,8 @@ class Prefetcher:
     def state(self) -> dict[str, int]:
         """The source's position as of the last batch handed out (for sources with ``state()``)."""
         if not callable(getattr(self.batches, "state", None)):
-            raise TypeError(f"The prefetched source ({type(self.batches).__name__}) has no state() "
-                            "to report.")
+            raise ArgumentTypeError(f"The prefetched source ({type(self.batches).__name__}) has no state() "
+                                    "to report.")
         return self._source_state() if self._state is None else self._state
 
     def __iter__(self) -> Iterator[Any]:

@@ -23,6 +23,7 @@ import numpy as np
 from fluxnet.tree import plain
 from fluxnet.data.images import image_size_arg
 from fluxnet.data.splits import DatasetSplits
+from fluxnet.errors import DataError
 from fluxnet.registry import unknown_name_error
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos3", "lanczos5")
@@ -52,7 +53,7 @@ def channel_stats(images: jax.Array | np.ndarray) -> tuple[np.ndarray, np.ndarra
     """Per-channel mean and std (population, floored at 1e-7) over every axis but the last, in float64."""
     flat = np.asarray(images).reshape(-1, np.shape(images)[-1])
     if flat.shape[0] == 0:
-        raise ValueError("Cannot compute normalisation statistics of an empty split.")
+        raise DataError("Cannot compute normalisation statistics of an empty split.")
     mean = flat.mean(axis=0, dtype=np.float64)
     squares = sum(((flat[i:i + _STATS_CHUNK] - mean) ** 2).sum(axis=0)
                   for i in range(0, flat.shape[0], _STATS_CHUNK))
@@ -83,7 +84,7 @@ class Preprocessing:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | Any | None) -> "Preprocessing":
-        """From a mapping or ``ml_collections.ConfigDict``; unknown keys raise ValueError."""
+        """From a mapping or ``ml_collections.ConfigDict``; unknown keys raise UnknownNameError."""
         if config is None:
             return cls()
         if isinstance(config, cls):

@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 from fluxnet.data.digits import Digits
 from fluxnet.data.image_folder import ImageFolder
 from fluxnet.data.images import resize_uint8
+from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError, NotFoundError, UnknownNameError
 from fluxnet.registry import Registry, closest
 
 BUNDLED_DATASETS: Registry[type] = Registry("bundled data set")
@@ -34,7 +35,7 @@ PREPARE_OPTIONS = {"file_format": "array_record",          # readable without Te
                    "download_config": tfds.download.DownloadConfig(try_download_gcs=False)}
 
 
-class DatasetNotPreparedError(RuntimeError):
+class DatasetNotPreparedError(NotFoundError):
     """A tfds data set is absent from the data dir, or there only in TFRecord format."""
 
 
@@ -57,13 +58,13 @@ def open_dataset(name: str | os.PathLike, *, data_dir: str | os.PathLike | None 
     if isinstance(name, os.PathLike) or (isinstance(name, str) and os.path.isdir(os.path.expanduser(name))):
         return _prepared(ImageFolder(name, image_size=image_size, color_mode=color_mode, data_dir=data_dir))
     if not isinstance(name, str):
-        raise TypeError(f"A data set is named by a str or a directory path, got {type(name).__name__}.")
+        raise ArgumentTypeError(f"A data set is named by a str or a directory path, got {type(name).__name__}.")
     try:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         known = [*BUNDLED_DATASETS.names(), *tfds.list_builders(with_community_datasets=False)]
         hint = closest(name.split(":")[0].split("/")[0], known)
-        raise ValueError(
+        raise UnknownNameError(
             f"Unknown data set {name!r}: not a bundled data set ({', '.join(BUNDLED_DATASETS.names())}), not an "
             "existing directory of class sub-folders, and not a tensorflow-datasets name."
             + (f" Did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")) from None
@@ -109,9 +110,9 @@ def supervised_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
     missing = [k for k in keys if k not in features]
     label = None if missing else features[keys[1]]
     if missing or not isinstance(label, tfds.features.ClassLabel):
-        raise ValueError(f"Data set {builder.name!r} is not an image classification data set that "
-                         f"fluxnet can read: it needs an image feature and a ClassLabel feature, "
-                         f"looked for {keys}, found features {list(features.keys())}.")
+        raise DataError(f"Data set {builder.name!r} is not an image classification data set that "
+                        f"fluxnet can read: it needs an image feature and a ClassLabel feature, "
+                        f"looked for {keys}, found features {list(features.keys())}.")
     return keys
 
 
@@ -126,19 +127,19 @@ def read_split(builder: tfds.core.DatasetBuilder, split: str, *, name: str | Non
     """The examples a tfds split string selects, as uint8 (N, H, W, C) images and int32 labels.
 
     ``image_size`` resizes images of another size (PIL bilinear); without it every image must have
-    the same shape. A split string that selects nothing raises ValueError; a data set that is not
+    the same shape. A split string that selects nothing raises DataError; a data set that is not
     prepared in ArrayRecord format raises ``DatasetNotPreparedError`` (``name`` and ``data_dir`` only
     shape that message).
     """
     name = name or builder.name
     if not isinstance(split, str):
-        raise TypeError(f"A tfds split is a string such as 'train[:80%]', got {split!r}.")
+        raise ArgumentTypeError(f"A tfds split is a string such as 'train[:80%]', got {split!r}.")
     if builder.info.splits:      # prepared: check the split against the recorded sizes first
         try:
             size = builder.info.splits[split].num_examples
         except (KeyError, ValueError) as err:
-            raise ValueError(f"Invalid split {split!r} for data set {name!r} ({err}). "
-                             f"Its splits: {split_summary(builder)}.") from None
+            raise ArgumentError(f"Invalid split {split!r} for data set {name!r} ({err}). "
+                                f"Its splits: {split_summary(builder)}.") from None
         if size == 0:
             raise _empty_split_error(builder, split, name)
     try:
@@ -150,9 +151,9 @@ def read_split(builder: tfds.core.DatasetBuilder, split: str, *, name: str | Non
     return _to_arrays(source, supervised_keys(builder), f"split {split!r} of data set {name!r}", image_size)
 
 
-def _empty_split_error(builder, split: str, name: str) -> ValueError:
-    return ValueError(f"Split {split!r} of data set {name!r} selects no examples "
-                      f"(its splits: {split_summary(builder)}).")
+def _empty_split_error(builder, split: str, name: str) -> DataError:
+    return DataError(f"Split {split!r} of data set {name!r} selects no examples "
+                     f"(its splits: {split_summary(builder)}).")
 
 
 def _to_arrays(source, keys: tuple[str, str], what: str,
@@ -165,17 +166,17 @@ def _to_arrays(source, keys: tuple[str, str], what: str,
         image = np.asarray(example[image_key])
         image = image[..., None] if image.ndim == 2 else image
         if image.dtype != np.uint8 or image.ndim != 3:
-            raise ValueError(f"{what}: expected uint8 (height, width, channels) images, got dtype "
-                             f"{image.dtype} and shape {image.shape} at index {index}.")
+            raise DataError(f"{what}: expected uint8 (height, width, channels) images, got dtype "
+                            f"{image.dtype} and shape {image.shape} at index {index}.")
         if image_size is not None:
             image = resize_uint8(image, image_size)
         if images is None:
             images = np.empty((len(source), *image.shape), np.uint8)
             labels = np.empty(len(source), np.int32)
         elif image.shape != images.shape[1:]:
-            raise ValueError(f"{what}: images differ in shape ({images.shape[1:]} at index 0, "
-                             f"{image.shape} at index {index}); pass image_size=(height, width) to "
-                             "resize them to one size.")
+            raise DataError(f"{what}: images differ in shape ({images.shape[1:]} at index 0, "
+                            f"{image.shape} at index {index}); pass image_size=(height, width) to "
+                            "resize them to one size.")
         images[index] = image
         labels[index] = example[label_key]
     return images, labels

@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError
 from fluxnet.registry import unknown_name_error
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -93,16 +94,17 @@ def split_spec_arg(splits: SplitSpec | None) -> dict[str, str | float | None]:
             raise unknown_name_error("split", key, SPLIT_NAMES)
         spec[key] = value
     if not isinstance(spec["train"], str):
-        raise TypeError(f"splits['train'] must be a tfds split string such as 'train' or 'train[:80%]', "
-                        f"got {spec['train']!r}; fractions apply to validation and test only.")
+        raise ArgumentTypeError("splits['train'] must be a tfds split string such as 'train' or "
+                                f"'train[:80%]', got {spec['train']!r}; fractions apply to validation "
+                                "and test only.")
     fractions = {k: v for k, v in spec.items() if k != "train" and v is not None and not isinstance(v, str)}
     for key, value in fractions.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
-            raise ValueError(f"splits[{key!r}] must be a tfds split string or a fraction in (0, 1) of "
-                             f"the train split, got {value!r}.")
+            raise ArgumentError(f"splits[{key!r}] must be a tfds split string or a fraction in (0, 1) of "
+                                f"the train split, got {value!r}.")
     if sum(fractions.values()) >= 1:
-        raise ValueError(f"The fractions {fractions} carve all of the train split away; they must sum "
-                         "to less than 1.")
+        raise ArgumentError(f"The fractions {fractions} carve all of the train split away; they must sum "
+                            "to less than 1.")
     return spec
 
 
@@ -123,16 +125,16 @@ def fraction_split_indices(labels: np.ndarray, fractions: Mapping[str, float], *
     for name, fraction in fractions.items():
         size = round(fraction * n)
         if size == 0 or size >= remaining.size:
-            raise ValueError(f"A {name} fraction of {fraction} of {n} examples selects {size} examples, "
-                             f"leaving {remaining.size - size} for training; choose a fraction that "
-                             "leaves both non-empty.")
+            raise DataError(f"A {name} fraction of {fraction} of {n} examples selects {size} examples, "
+                            f"leaving {remaining.size - size} for training; choose a fraction that "
+                            "leaves both non-empty.")
         try:
             remaining, piece = train_test_split(remaining, test_size=size, random_state=seed,
                                                 stratify=labels[remaining] if stratify else None)
         except ValueError as err:
-            raise ValueError(f"Cannot carve a stratified {name} split of {size} examples from "
-                             f"{remaining.size}: {err} Pass stratify=False, or use larger fractions."
-                             ) from None
+            raise DataError(f"Cannot carve a stratified {name} split of {size} examples from "
+                            f"{remaining.size}: {err} Pass stratify=False, or use larger fractions."
+                            ) from None
         pieces[name] = np.sort(piece)
     return {"train": np.sort(remaining), **pieces}
 
@@ -143,7 +145,7 @@ def select_classes(splits: DatasetSplits, classes: Sequence[int]) -> DatasetSpli
     classes = [int(c) for c in classes]
     n = splits.metadata.num_classes
     if not classes or len(set(classes)) != len(classes) or not all(0 <= c < n for c in classes):
-        raise ValueError(f"classes must be distinct class ids in [0, {n}), got {classes}.")
+        raise ArgumentError(f"classes must be distinct class ids in [0, {n}), got {classes}.")
     table = np.full(n, -1, np.int64)
     table[classes] = np.arange(len(classes))
 
@@ -163,7 +165,7 @@ def select_classes(splits: DatasetSplits, classes: Sequence[int]) -> DatasetSpli
 def limit_per_class(split: Split, per_class: int, *, seed: int) -> Split:
     """At most ``per_class`` examples of each class, drawn with ``seed`` (few-shot training sets)."""
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be a positive int, got {per_class!r}.")
+        raise ArgumentError(f"per_class must be a positive int, got {per_class!r}.")
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(np.flatnonzero(split.labels == c))[:per_class] for c in np.unique(split.labels)]
     index = np.sort(np.concatenate(chosen))

@@ -58,6 +58,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
+from fluxnet.errors import ArgumentError, ArgumentTypeError
 from fluxnet.registry import Registry
 
 Shape = tuple  # full shape including the batch axis (None), as Keras' KerasTensor.shape
@@ -73,8 +74,8 @@ def layer_class_name(layer: "Layer") -> str:
     """The registered class name that a model config records for ``layer``."""
     name = LAYERS.name_of(type(layer))
     if name is None:
-        raise ValueError(f"{layer.describe()} has an unregistered class {type(layer).__name__}: decorate it "
-                         "with @fluxnet.layers.register(NAME) so model configs can rebuild it.")
+        raise ArgumentError(f"{layer.describe()} has an unregistered class {type(layer).__name__}: decorate it "
+                            "with @fluxnet.layers.register(NAME) so model configs can rebuild it.")
     return name
 
 
@@ -102,7 +103,7 @@ def format_shape(shape: Sequence | None) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
 
 
-class LayerError(ValueError):
+class LayerError(ArgumentError):
     """A layer does not fit the input it is given (raised while the graph is built)."""
 
 
@@ -168,7 +169,7 @@ class Layer(metaclass=_RecordArgs):
     def __init__(self, name: str | None = None, trainable: bool = True, input_shape: Sequence | None = None,
                  dtype: str = "float32"):
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
-            raise ValueError(f"Layer name must be a non-empty string without '/', got {name!r}.")
+            raise ArgumentError(f"Layer name must be a non-empty string without '/', got {name!r}.")
         self.name = name
         self.trainable = bool(trainable)
         # Run as in inference even when the model trains (Keras: a sub-model called with training=False),
@@ -215,7 +216,7 @@ class Layer(metaclass=_RecordArgs):
         """Call the layer on symbolic tensors (``layers.Input`` or other layers' outputs)."""
         flat = flatten_inputs(inputs)
         if not flat or not all(isinstance(t, SymbolicTensor) for t in flat):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"{self.describe()} was called on {type(inputs).__name__}; layers are called on symbolic "
                 "tensors (layers.Input(...) or another layer's output) to build a model. To compute on "
                 "arrays, build a model and use model.apply(variables, x).")
@@ -244,10 +245,10 @@ class Layer(metaclass=_RecordArgs):
     def output(self) -> SymbolicTensor:
         """The output of this layer's first call (Keras' ``layer.output``)."""
         if not self._nodes:
-            raise ValueError(f"{self.describe()} has not been called on any input yet, so it has no output.")
+            raise ArgumentError(f"{self.describe()} has not been called on any input yet, so it has no output.")
         if len(self._nodes) > 1:
-            raise ValueError(f"{self.describe()} has been called {len(self._nodes)} times; "
-                             "use the tensor each call returned.")
+            raise ArgumentError(f"{self.describe()} has been called {len(self._nodes)} times; "
+                                "use the tensor each call returned.")
         return self._nodes[0].output
 
     @property
@@ -284,9 +285,9 @@ def _serialize_arg(arg: str, value: Any) -> Any:
                 return module.serialize(value)
             except ValueError:
                 continue
-        raise ValueError(f"Cannot record {arg}={value!r} in a model config: register it by name with "
-                         "fluxnet.activations.register(name, fn) or fluxnet.initializers.register(name, fn) "
-                         "and pass the name.")
+        raise ArgumentError(f"Cannot record {arg}={value!r} in a model config: register it by name with "
+                            "fluxnet.activations.register(name, fn) or fluxnet.initializers.register(name, fn) "
+                            "and pass the name.")
     if isinstance(value, (tuple, list)):
         return [_serialize_arg(arg, v) for v in value]
     if isinstance(value, (np.ndarray, np.generic)):
@@ -300,14 +301,14 @@ def normalize_tuple(value: int | Sequence[int], n: int, arg: str) -> tuple[int, 
         value = (value,) * n
     value = tuple(value)
     if len(value) != n or not all(isinstance(v, int) and v > 0 for v in value):
-        raise ValueError(f"{arg} must be a positive int or a tuple of {n} positive ints, got {value!r}.")
+        raise ArgumentError(f"{arg} must be a positive int or a tuple of {n} positive ints, got {value!r}.")
     return value
 
 
 def check_padding(padding: str) -> str:
     padding = str(padding).lower()
     if padding not in ("valid", "same"):
-        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}.")
+        raise ArgumentError(f"padding must be 'valid' or 'same', got {padding!r}.")
     return padding
 
 

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fluxnet import activations, initializers
+from fluxnet.errors import ArgumentError, DataError
 from fluxnet.layers.base import (Layer, check_padding, conv_output_length, normalize_tuple, register,
                                  same_padding)
 
@@ -28,19 +29,19 @@ class Conv2D(Layer):
                  bias_initializer: Any = "zeros", name: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         if not isinstance(filters, int) or filters <= 0:
-            raise ValueError(f"Conv2D filters must be a positive int, got {filters!r}.")
+            raise ArgumentError(f"Conv2D filters must be a positive int, got {filters!r}.")
         if data_format not in (None, "channels_last"):
-            raise ValueError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
+            raise ArgumentError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
         self.filters = filters
         self.kernel_size = normalize_tuple(kernel_size, 2, "kernel_size")
         self.strides = normalize_tuple(strides, 2, "strides")
         self.dilation_rate = normalize_tuple(dilation_rate, 2, "dilation_rate")
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(f"strides > 1 cannot be combined with dilation_rate > 1 (Keras), got "
-                             f"strides={self.strides}, dilation_rate={self.dilation_rate}.")
+            raise ArgumentError(f"strides > 1 cannot be combined with dilation_rate > 1 (Keras), got "
+                                f"strides={self.strides}, dilation_rate={self.dilation_rate}.")
         self.padding = check_padding(padding)
         if not isinstance(groups, int) or groups < 1 or filters % groups:
-            raise ValueError(f"groups must be a positive int dividing filters={filters}, got {groups!r}.")
+            raise ArgumentError(f"groups must be a positive int dividing filters={filters}, got {groups!r}.")
         self.groups = groups
         self.activation = activations.get(activation)
         self.use_bias = use_bias
@@ -49,14 +50,14 @@ class Conv2D(Layer):
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 4:
-            raise ValueError("Conv2D needs a 4-D input (batch, height, width, channels).")
+            raise DataError("Conv2D needs a 4-D input (batch, height, width, channels).")
         if input_shape[-1] is None or input_shape[-1] % self.groups:
-            raise ValueError(f"the channel axis must be known and divisible by groups={self.groups}.")
+            raise DataError(f"the channel axis must be known and divisible by groups={self.groups}.")
         spatial = [conv_output_length(n, k, s, self.padding, d)
                    for n, k, s, d in zip(input_shape[1:3], self.kernel_size, self.strides, self.dilation_rate)]
         if any(n == 0 for n in spatial):
-            raise ValueError(f"the input is smaller than the dilated kernel {self.kernel_size} with "
-                             f"padding='valid'; use padding='same' or a smaller kernel.")
+            raise DataError(f"the input is smaller than the dilated kernel {self.kernel_size} with "
+                            f"padding='valid'; use padding='same' or a smaller kernel.")
         return (input_shape[0], *spatial, self.filters)
 
     def _module(self, spatial: tuple) -> nn.Conv:

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from fluxnet import activations, initializers
+from fluxnet.errors import ArgumentError, DataError
 from fluxnet.layers.base import Layer, Node, SymbolicTensor, register
 
 
@@ -20,7 +21,7 @@ class InputLayer(Layer):
         super().__init__(name=name, dtype=dtype, **kwargs)
         shape = tuple(shape) if isinstance(shape, (list, tuple)) else (shape,)
         if not all(d is None or (isinstance(d, int) and d > 0) for d in shape):
-            raise ValueError(f"Input shape must hold positive ints or None (batch axis excluded), got {shape!r}.")
+            raise ArgumentError(f"Input shape must hold positive ints or None (batch axis excluded), got {shape!r}.")
         self.shape = shape
         node = Node(self, None, 0)
         node.output = SymbolicTensor((None, *shape), dtype, node)
@@ -45,7 +46,7 @@ class Dense(Layer):
                  name: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         if not isinstance(units, int) or units <= 0:
-            raise ValueError(f"Dense units must be a positive int, got {units!r}.")
+            raise ArgumentError(f"Dense units must be a positive int, got {units!r}.")
         self.units = units
         self.activation = activations.get(activation)
         self.use_bias = use_bias
@@ -54,7 +55,7 @@ class Dense(Layer):
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) < 2 or input_shape[-1] is None:
-            raise ValueError("Dense needs an input whose last axis has a known size.")
+            raise DataError("Dense needs an input whose last axis has a known size.")
         return (*input_shape[:-1], self.units)
 
     def init(self, rng, input_shape):
@@ -89,15 +90,15 @@ class Dropout(Layer):
                  name: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ValueError(f"Dropout rate must be a number in [0, 1), got {rate!r}.")
+            raise ArgumentError(f"Dropout rate must be a number in [0, 1), got {rate!r}.")
         self.rate = float(rate)
         self.noise_shape = None if noise_shape is None else tuple(noise_shape)
         self.seed = seed
 
     def compute_output_shape(self, input_shape):
         if self.noise_shape is not None and len(self.noise_shape) != len(input_shape):
-            raise ValueError(f"noise_shape={self.noise_shape} must have one entry per input axis "
-                             f"({len(input_shape)}).")
+            raise ArgumentError(f"noise_shape={self.noise_shape} must have one entry per input axis "
+                                f"({len(input_shape)}).")
         return input_shape
 
     def call(self, variables, inputs, *, training=False, rng=None):
@@ -105,8 +106,8 @@ class Dropout(Layer):
             return inputs
         if rng is None:
             if self.seed is None:
-                raise ValueError(f"{self.describe()} needs a random key in training: call "
-                                 "model.apply(variables, x, training=True, rng=key).")
+                raise ArgumentError(f"{self.describe()} needs a random key in training: call "
+                                    "model.apply(variables, x, training=True, rng=key).")
             rng = jax.random.key(self.seed)
         elif self.seed is not None:
             rng = jax.random.fold_in(rng, self.seed)

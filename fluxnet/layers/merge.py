@@ -5,6 +5,7 @@ from functools import reduce
 
 import jax.numpy as jnp
 
+from fluxnet.errors import DataError
 from fluxnet.layers.base import Layer, register
 
 
@@ -13,12 +14,12 @@ class _Merge(Layer):
 
     def compute_output_shape(self, input_shape):
         if not isinstance(input_shape, list) or len(input_shape) < 2:
-            raise ValueError(f"{type(self).__name__} needs a list of at least 2 inputs.")
+            raise DataError(f"{type(self).__name__} needs a list of at least 2 inputs.")
         out = []
         for dims in zip(*(s[1:] for s in input_shape)):
             known = {d for d in dims if d not in (None, 1)}
             if len(known) > 1 or len({len(s) for s in input_shape}) > 1:
-                raise ValueError("the inputs' shapes must be equal (or broadcastable over size-1 axes).")
+                raise DataError("the inputs' shapes must be equal (or broadcastable over size-1 axes).")
             out.append(known.pop() if known else (None if None in dims else 1))
         return (None, *out)
 
@@ -37,7 +38,7 @@ class Add(_Merge):
 class Subtract(_Merge):
     def compute_output_shape(self, input_shape):
         if isinstance(input_shape, list) and len(input_shape) != 2:
-            raise ValueError("Subtract needs exactly 2 inputs.")
+            raise DataError("Subtract needs exactly 2 inputs.")
         return super().compute_output_shape(input_shape)
 
     combine = staticmethod(jnp.subtract)
@@ -74,20 +75,20 @@ class Concatenate(Layer):
 
     def compute_output_shape(self, input_shape):
         if not isinstance(input_shape, list) or len(input_shape) < 2:
-            raise ValueError("Concatenate needs a list of at least 2 inputs.")
+            raise DataError("Concatenate needs a list of at least 2 inputs.")
         rank = len(input_shape[0])
         if any(len(s) != rank for s in input_shape) or not -rank <= self.axis < rank:
-            raise ValueError(f"all inputs must have the same rank with axis={self.axis} inside it.")
+            raise DataError(f"all inputs must have the same rank with axis={self.axis} inside it.")
         axis = self.axis % rank
         if axis == 0:
-            raise ValueError("cannot concatenate along the batch axis.")
+            raise DataError("cannot concatenate along the batch axis.")
         out = list(input_shape[0])
         for i in range(1, rank):
             dims = [s[i] for s in input_shape]
             if i == axis:
                 out[i] = None if None in dims else sum(dims)
             elif len({d for d in dims if d is not None}) > 1:
-                raise ValueError(f"all axes except the concatenation axis {self.axis} must match.")
+                raise DataError(f"all axes except the concatenation axis {self.axis} must match.")
         return tuple(out)
 
     def call(self, variables, inputs, *, training=False, rng=None):

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from fluxnet import initializers
+from fluxnet.errors import ArgumentError, DataError
 from fluxnet.layers.base import Layer, register
 
 
@@ -26,10 +27,10 @@ class BatchNormalization(Layer):
                  name: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         if not isinstance(axis, int):
-            raise ValueError(f"BatchNormalization axis must be an int, got {axis!r}.")
+            raise ArgumentError(f"BatchNormalization axis must be an int, got {axis!r}.")
         if not 0 <= momentum <= 1 or epsilon <= 0:
-            raise ValueError(f"momentum must be in [0, 1] and epsilon > 0, got momentum={momentum}, "
-                             f"epsilon={epsilon}.")
+            raise ArgumentError(f"momentum must be in [0, 1] and epsilon > 0, got momentum={momentum}, "
+                                f"epsilon={epsilon}.")
         self.axis, self.momentum, self.epsilon = axis, float(momentum), float(epsilon)
         self.center, self.scale = center, scale
         self.initializers = {name: initializers.get(init) for name, init in [
@@ -38,9 +39,9 @@ class BatchNormalization(Layer):
 
     def compute_output_shape(self, input_shape):
         if not -len(input_shape) < self.axis < len(input_shape) or self.axis in (0, -len(input_shape)):
-            raise ValueError(f"axis={self.axis} is not a feature axis of a rank-{len(input_shape)} input.")
+            raise DataError(f"axis={self.axis} is not a feature axis of a rank-{len(input_shape)} input.")
         if input_shape[self.axis] is None:
-            raise ValueError(f"the size of axis {self.axis} must be known.")
+            raise DataError(f"the size of axis {self.axis} must be known.")
         return input_shape
 
     def init(self, rng, input_shape):

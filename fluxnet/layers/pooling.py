@@ -6,6 +6,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fluxnet.errors import ArgumentError, DataError
 from fluxnet.layers.base import Layer, check_padding, conv_output_length, normalize_tuple, register
 from fluxnet.layers.conv import window_padding
 
@@ -17,18 +18,18 @@ class _Pooling2D(Layer):
                  data_format: str | None = None, name: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         if data_format not in (None, "channels_last"):
-            raise ValueError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
+            raise ArgumentError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
         self.pool_size = normalize_tuple(pool_size, 2, "pool_size")
         self.strides = self.pool_size if strides is None else normalize_tuple(strides, 2, "strides")
         self.padding = check_padding(padding)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 4:
-            raise ValueError(f"{type(self).__name__} needs a 4-D input (batch, height, width, channels).")
+            raise DataError(f"{type(self).__name__} needs a 4-D input (batch, height, width, channels).")
         spatial = [conv_output_length(n, k, s, self.padding)
                    for n, k, s in zip(input_shape[1:3], self.pool_size, self.strides)]
         if any(n == 0 for n in spatial):
-            raise ValueError(f"the input is smaller than pool_size={self.pool_size} with padding='valid'.")
+            raise DataError(f"the input is smaller than pool_size={self.pool_size} with padding='valid'.")
         return (input_shape[0], *spatial, input_shape[3])
 
     def _pads(self, inputs):
@@ -55,12 +56,12 @@ class _GlobalPooling2D(Layer):
     def __init__(self, data_format: str | None = None, keepdims: bool = False, name: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         if data_format not in (None, "channels_last"):
-            raise ValueError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
+            raise ArgumentError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
         self.keepdims = keepdims
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 4:
-            raise ValueError(f"{type(self).__name__} needs a 4-D input (batch, height, width, channels).")
+            raise DataError(f"{type(self).__name__} needs a 4-D input (batch, height, width, channels).")
         return (input_shape[0], 1, 1, input_shape[3]) if self.keepdims else (input_shape[0], input_shape[3])
 
 

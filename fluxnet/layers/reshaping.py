@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import jax.numpy as jnp
 
+from fluxnet.errors import ArgumentError, DataError
 from fluxnet.layers.base import Layer, register
 
 
@@ -30,7 +31,7 @@ class Reshape(Layer):
         target_shape = tuple(target_shape)
         if sum(d == -1 for d in target_shape) > 1 or not all(isinstance(d, int) and (d > 0 or d == -1)
                                                               for d in target_shape):
-            raise ValueError(f"target_shape must hold positive ints and at most one -1, got {target_shape!r}.")
+            raise ArgumentError(f"target_shape must hold positive ints and at most one -1, got {target_shape!r}.")
         self.target_shape = target_shape
 
     def compute_output_shape(self, input_shape):
@@ -40,10 +41,10 @@ class Reshape(Layer):
             return (input_shape[0], *(None if d == -1 else d for d in self.target_shape))
         if -1 in self.target_shape:
             if size % known:
-                raise ValueError(f"{size} values cannot be reshaped to {self.target_shape}.")
+                raise DataError(f"{size} values cannot be reshaped to {self.target_shape}.")
             return (input_shape[0], *(size // known if d == -1 else d for d in self.target_shape))
         if size != known:
-            raise ValueError(f"{size} values cannot be reshaped to {self.target_shape} ({known} values).")
+            raise DataError(f"{size} values cannot be reshaped to {self.target_shape} ({known} values).")
         return (input_shape[0], *self.target_shape)
 
     def call(self, variables, inputs, *, training=False, rng=None):
@@ -58,8 +59,8 @@ def _pad_pairs(padding: Any) -> tuple[tuple[int, int], tuple[int, int]]:
         padding = ((padding[0], padding[0]), (padding[1], padding[1]))
     pairs = tuple(tuple(p) for p in padding)
     if len(pairs) != 2 or not all(len(p) == 2 and all(isinstance(v, int) and v >= 0 for v in p) for p in pairs):
-        raise ValueError(f"padding must be an int, (rows, cols) or ((top, bottom), (left, right)) of "
-                         f"non-negative ints, got {padding!r}.")
+        raise ArgumentError(f"padding must be an int, (rows, cols) or ((top, bottom), (left, right)) of "
+                            f"non-negative ints, got {padding!r}.")
     return pairs
 
 
@@ -70,12 +71,12 @@ class ZeroPadding2D(Layer):
     def __init__(self, padding: Any = (1, 1), data_format: str | None = None, name: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         if data_format not in (None, "channels_last"):
-            raise ValueError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
+            raise ArgumentError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
         self.padding = _pad_pairs(padding)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 4:
-            raise ValueError("ZeroPadding2D needs a 4-D input (batch, height, width, channels).")
+            raise DataError("ZeroPadding2D needs a 4-D input (batch, height, width, channels).")
         (t, b), (l, r) = self.padding
         grow = lambda n, extra: None if n is None else n + extra  # noqa: E731
         return (input_shape[0], grow(input_shape[1], t + b), grow(input_shape[2], l + r), input_shape[3])

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from fluxnet import layers
+from fluxnet.errors import ArgumentError
 from fluxnet.models.functional import Model
 from fluxnet.models.sequential import Sequential
 from fluxnet.registry import Registry
@@ -33,7 +34,7 @@ def mlp(input_shape: Sequence[int], num_classes: int, units: Sequence[int] = (25
 def cnn(input_shape: Sequence[int], num_classes: int, filters: Sequence[int] = (32, 64), kernel_size: int = 3,
         padding: str = "same", batch_norm: bool = True, dense_units: int = 128, dropout: float = 0.5,
         activation: str = "relu") -> Model:
-    """The review's stack: [Conv2D - (BatchNormalization) - Activation - MaxPooling2D] per entry of
+    """A plain CNN: [Conv2D - (BatchNormalization) - Activation - MaxPooling2D] per entry of
     ``filters``, then Flatten - Dropout - Dense - Dense(logits)."""
     model = Sequential([layers.Input(tuple(input_shape))], name="cnn")
     for i, f in enumerate(filters):
@@ -91,5 +92,5 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwarg
     valid = [p for p in inspect.signature(builder).parameters if p not in ("input_shape", "num_classes")]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ValueError(f"Unknown argument(s) {unknown} for model {name!r}; valid: {valid}.")
+        raise ArgumentError(f"Unknown argument(s) {unknown} for model {name!r}; valid: {valid}.")
     return builder(input_shape, num_classes, **kwargs)

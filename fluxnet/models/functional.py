@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fluxnet import tree
+from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError
 from fluxnet.layers.base import (LAYERS, Layer, Node, SymbolicTensor, format_shape, layer_class_name, layer_rng,
                                  to_snake_case)
 from fluxnet.layers.core import InputLayer
@@ -33,8 +34,8 @@ def _flatten(struct: Any, what: str) -> list[SymbolicTensor]:
     else:
         flat = [struct]
     if not flat or not all(isinstance(t, SymbolicTensor) for t in flat):
-        raise TypeError(f"Model {what} must be symbolic tensors (from layers.Input or layer calls), "
-                        f"as a tensor, a list or a dict; got {struct!r}.")
+        raise ArgumentTypeError(f"Model {what} must be symbolic tensors (from layers.Input or layer calls), "
+                                f"as a tensor, a list or a dict; got {struct!r}.")
     return flat
 
 
@@ -136,9 +137,9 @@ def check_unique_names(layers: Sequence[Layer], model_name: str) -> None:
     for layer in layers:
         other = by_name.setdefault(layer.name, layer)
         if other is not layer:
-            raise ValueError(f"Duplicate layer name {layer.name!r} in model {model_name!r}: used by a "
-                             f"{type(other).__name__} and a {type(layer).__name__}. Layer names must be "
-                             "unique in a model.")
+            raise ArgumentError(f"Duplicate layer name {layer.name!r} in model {model_name!r}: used by a "
+                                f"{type(other).__name__} and a {type(layer).__name__}. Layer names must be "
+                                "unique in a model.")
 
 
 class Model:
@@ -155,22 +156,22 @@ class Model:
         flat_in, flat_out = _flatten(inputs, "inputs"), _flatten(outputs, "outputs")
         for t in flat_in:
             if not isinstance(t.layer, InputLayer):
-                raise TypeError(f"Model inputs must be layers.Input tensors; {t!r} is the output of a layer. "
-                                "To start a model in the middle of a graph, give it a new Input.")
+                raise ArgumentTypeError(f"Model inputs must be layers.Input tensors; {t!r} is the output of a layer. "
+                                        "To start a model in the middle of a graph, give it a new Input.")
         if isinstance(inputs, Mapping) and any(not isinstance(k, str) for k in inputs):
-            raise TypeError("Keys of a dict of model inputs must be strings.")
+            raise ArgumentTypeError("Keys of a dict of model inputs must be strings.")
         used = _ancestors(flat_out)
         for i, t in enumerate(flat_in):
             if id(t.node) not in used:
                 label = repr(t.layer.name) if t.layer.name else f"inputs[{i}]"
-                raise ValueError(f"The model's outputs do not depend on its input {label} of shape "
-                                 f"{format_shape(t.shape)}: every input must feed at least one output.")
+                raise ArgumentError(f"The model's outputs do not depend on its input {label} of shape "
+                                    f"{format_shape(t.shape)}: every input must feed at least one output.")
         nodes = _topological_nodes(flat_in, flat_out)
         declared = {id(t.node) for t in flat_in}
         for node in nodes:
             if isinstance(node.layer, InputLayer) and id(node) not in declared:
-                raise ValueError(f"The model's outputs depend on an Input that is not among its inputs: "
-                                 f"{node.output!r}. Pass it in `inputs`.")
+                raise ArgumentError(f"The model's outputs depend on an Input that is not among its inputs: "
+                                    f"{node.output!r}. Pass it in `inputs`.")
         assign_names([n.layer for n in nodes])  # graph order, so names follow the order of the calls
         layers = keras_layer_order(flat_out)
         check_unique_names(layers, self.name)
@@ -204,12 +205,12 @@ class Model:
     def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
         """A layer by name or by index into ``layers`` (Keras' ``get_layer``)."""
         if (name is None) == (index is None):
-            raise ValueError("Pass exactly one of name= or index= to get_layer.")
+            raise ArgumentError("Pass exactly one of name= or index= to get_layer.")
         if index is not None:
             layers = self.layers
             if not -len(layers) <= index < len(layers):
-                raise ValueError(f"Layer index {index} is out of range: model {self.name!r} has "
-                                 f"{len(layers)} layers.")
+                raise ArgumentError(f"Layer index {index} is out of range: model {self.name!r} has "
+                                    f"{len(layers)} layers.")
             return layers[index]
         for layer in self._layers:
             if layer.name == name:
@@ -258,7 +259,7 @@ class Model:
         counts = {"trainable": 0, "non_trainable": 0}
         for layer in self._layers:
             for collection, size in self.layer_param_sizes(layer).items():
-                key = "trainable" if collection == tree.PARAMS and layer.trainable else "non_trainable"
+                key = "trainable" if collection == "params" and layer.trainable else "non_trainable"
                 counts[key] += size
         return counts
 
@@ -296,20 +297,20 @@ class Model:
         return outputs, state
 
     def __call__(self, *args, **kwargs):
-        raise TypeError("A fluxnet model is applied with model.apply(variables, x, training=..., rng=...).")
+        raise ArgumentTypeError("A fluxnet model is applied with model.apply(variables, x, training=..., rng=...).")
 
     def _check_inputs(self, inputs: Any) -> list[jax.Array]:
         if isinstance(self._inputs, Mapping):
             if not isinstance(inputs, Mapping) or set(inputs) != set(self._inputs):
                 got = sorted(inputs) if isinstance(inputs, Mapping) else type(inputs).__name__
-                raise ValueError(f"Model {self.name!r} expects a dict of inputs with keys "
-                                 f"{sorted(self._inputs)}, got {got}.")
+                raise DataError(f"Model {self.name!r} expects a dict of inputs with keys "
+                                f"{sorted(self._inputs)}, got {got}.")
             given = [inputs[k] for k in self._inputs]
         elif len(self._flat_inputs) > 1:
             if not isinstance(inputs, (list, tuple)) or len(inputs) != len(self._flat_inputs):
                 got = f"{len(inputs)} inputs" if isinstance(inputs, (list, tuple)) else type(inputs).__name__
-                raise ValueError(f"Model {self.name!r} expects a list of {len(self._flat_inputs)} inputs, "
-                                 f"got {got}.")
+                raise DataError(f"Model {self.name!r} expects a list of {len(self._flat_inputs)} inputs, "
+                                f"got {got}.")
             given = list(inputs)
         else:
             given = [inputs[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else inputs]
@@ -318,8 +319,8 @@ class Model:
             shape = np.shape(x)
             expected = tensor.shape
             if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
-                raise ValueError(f"Input {tensor.layer.name!r} of model {self.name!r} expects shape "
-                                 f"{format_shape(expected)}, got {format_shape(shape)}.")
+                raise DataError(f"Input {tensor.layer.name!r} of model {self.name!r} expects shape "
+                                f"{format_shape(expected)}, got {format_shape(shape)}.")
             x = jnp.asarray(x)
             if x.dtype != tensor.dtype and jnp.issubdtype(jnp.dtype(tensor.dtype), jnp.floating):
                 x = x.astype(tensor.dtype)
@@ -328,15 +329,15 @@ class Model:
 
     def _check_variables(self, variables: Variables) -> None:
         if not isinstance(variables, Mapping) or "params" not in variables:
-            raise ValueError(f"variables must be a dict like model.init(rng) returns, with a 'params' entry; "
-                             f"got {type(variables).__name__}.")
+            raise ArgumentError(f"variables must be a dict like model.init(rng) returns, with a 'params' entry; "
+                                f"got {type(variables).__name__}.")
         expected = self.abstract_variables()
         # only this model's layers: a sub-model runs on its parent's (larger) variables
         given = {c: {name: variables[c][name] for name in sub if name in variables.get(c, {})}
                  for c, sub in expected.items()}
         problems = tree.mismatches(expected, given, "variables")
         if problems:
-            raise ValueError(f"The variables do not fit model {self.name!r}:\n  " + "\n  ".join(problems))
+            raise ArgumentError(f"The variables do not fit model {self.name!r}:\n  " + "\n  ".join(problems))
 
     # ------------------------------------------------------------------------------ reporting
     def summary(self, print_fn=print) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from fluxnet.errors import ArgumentError, ArgumentTypeError
 from fluxnet.layers.base import LAYERS, Layer, SymbolicTensor, layer_class_name
 from fluxnet.layers.core import Input, InputLayer
 from fluxnet.models.functional import Model, assign_names, check_unique_names
@@ -30,20 +31,20 @@ class Sequential(Model):
         """Append a layer (or set the input with a ``layers.Input`` tensor or InputLayer)."""
         if isinstance(layer, SymbolicTensor):
             if not isinstance(layer.layer, InputLayer):
-                raise TypeError(f"Sequential.add takes layers or an Input tensor, got {layer!r}.")
+                raise ArgumentTypeError(f"Sequential.add takes layers or an Input tensor, got {layer!r}.")
             layer = layer.layer
         if isinstance(layer, InputLayer):
             if self._input_tensor is not None or self._stack:
-                raise ValueError("A Sequential model's Input must come first, and only once.")
+                raise ArgumentError("A Sequential model's Input must come first, and only once.")
             self._input_tensor = layer.output
             self._tensor = layer.output
             return
         if isinstance(layer, Model):
-            raise TypeError("Nesting models inside Sequential is not supported; add the model's layers.")
+            raise ArgumentTypeError("Nesting models inside Sequential is not supported; add the model's layers.")
         if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add takes fluxnet layers, got {type(layer).__name__}.")
+            raise ArgumentTypeError(f"Sequential.add takes fluxnet layers, got {type(layer).__name__}.")
         if any(layer is l for l in self._stack):
-            raise ValueError(f"{layer.describe()} is already in this Sequential model.")
+            raise ArgumentError(f"{layer.describe()} is already in this Sequential model.")
         if self._input_tensor is None and not self._stack and layer.input_shape_arg is not None:
             self._input_tensor = self._tensor = Input(layer.input_shape_arg)
         if self._tensor is not None:
@@ -59,7 +60,7 @@ class Sequential(Model):
     def build(self, input_shape: Sequence[int | None]) -> None:
         """Give a model without an Input its input shape (Keras' ``build``; batch axis included)."""
         if self._input_tensor is not None:
-            raise ValueError(f"Sequential model {self.name!r} already has an input shape.")
+            raise ArgumentError(f"Sequential model {self.name!r} already has an input shape.")
         stack, self._stack = self._stack, []
         self.add(Input(tuple(input_shape)[1:]))
         for layer in stack:
@@ -68,9 +69,9 @@ class Sequential(Model):
     def __getattr__(self, attr: str):
         # Only reached for attributes that do not exist yet: the graph of an unbuilt model.
         if attr in _GRAPH_ATTRS:
-            raise ValueError(f"Sequential model {self.name!r} has no input shape yet: start it with "
-                             "layers.Input(shape), pass input_shape= to its first layer, or call "
-                             "model.build((None, *shape)).")
+            raise ArgumentError(f"Sequential model {self.name!r} has no input shape yet: start it with "
+                                "layers.Input(shape), pass input_shape= to its first layer, or call "
+                                "model.build((None, *shape)).")
         raise AttributeError(attr)
 
     @property

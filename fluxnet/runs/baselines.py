@@ -1,4 +1,4 @@
-"""Baselines a model must beat (the review: "always have a baseline"): the majority class and a linear
+"""Baselines a model must beat ("always have a baseline"): the majority class and a linear
 model (scikit-learn logistic regression on flattened, standardised pixels), on the same splits."""
 from __future__ import annotations
 

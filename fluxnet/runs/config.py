@@ -19,7 +19,8 @@ from typing import Any, Iterable, Mapping
 
 import ml_collections
 
-from fluxnet.errors import ConfigError, NotFoundError
+from fluxnet.files import write_atomic
+from fluxnet.errors import ArgumentTypeError, ConfigError, NotFoundError
 from fluxnet.tree import plain  # noqa: F401  (re-exported: the run layer's configs are ConfigDicts)
 
 ConfigDict = ml_collections.ConfigDict
@@ -29,20 +30,20 @@ def load_config(path: str | Path) -> ConfigDict:
     """The ConfigDict returned by ``get_config()`` in the Python file at ``path``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+        raise NotFoundError(f"Config file {str(path)!r} does not exist.")
     spec = importlib.util.spec_from_file_location(f"fluxnet_config_{path.stem}", path)
     if spec is None or spec.loader is None:
-        raise ValueError(f"Config file {str(path)!r} is not an importable Python file.")
+        raise ConfigError(f"Config file {str(path)!r} is not an importable Python file.")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
-        raise ValueError(f"Config file {str(path)!r} defines no get_config() function.")
+        raise ConfigError(f"Config file {str(path)!r} defines no get_config() function.")
     cfg = get_config()
     if isinstance(cfg, Mapping):
         cfg = ConfigDict(cfg)
     if not isinstance(cfg, ConfigDict):
-        raise TypeError(f"get_config() in {str(path)!r} must return an ml_collections.ConfigDict, "
+        raise ArgumentTypeError(f"get_config() in {str(path)!r} must return an ml_collections.ConfigDict, "
                         f"got {type(cfg).__name__}.")
     return cfg
 
@@ -79,13 +80,13 @@ def _suggestions(key: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     return [c for (best, _), c in scored[:n] if best >= 0.6]
 
 
-def _unknown_key(key: str, cfg: ConfigDict) -> ValueError:
+def _unknown_key(key: str, cfg: ConfigDict) -> ConfigError:
     valid = sorted(flatten(cfg))
     hints = _suggestions(key, valid)
     msg = f"Unknown config key {key!r}."
     if hints:
         msg += f" Did you mean {' or '.join(repr(h) for h in hints)}?"
-    return ValueError(msg + f" Valid keys: {', '.join(valid)}.")
+    return ConfigError(msg + f" Valid keys: {', '.join(valid)}.")
 
 
 def _parse(text: str) -> Any:
@@ -126,7 +127,7 @@ def _coerce(key: str, text: str, current: Any, field_type: type) -> Any:
     elif isinstance(value, field_type):
         return value
     expected, now = ("dict", "a group") if _is_group(current) else (field_type.__name__, repr(current))
-    raise ValueError(f"Config key {key!r} expects a value of type {expected} (currently {now}), "
+    raise ConfigError(f"Config key {key!r} expects a value of type {expected} (currently {now}), "
                      f"got {text!r}.")
 
 
@@ -137,14 +138,14 @@ def apply_overrides(cfg: ConfigDict, overrides: Iterable[str]) -> ConfigDict:
     anything else is a string (``model.name=cnn``). Each value must fit the type of the value it
     replaces: an int may replace a float, a list a tuple (and back), a dict replaces a whole group,
     ``true``/``false`` are accepted for booleans, and a field that is None accepts anything.
-    Unknown keys, wrong types and items without ``=`` raise ValueError naming the key.
+    Unknown keys, wrong types and items without ``=`` raise ConfigError (a ValueError) naming the key.
     """
     if isinstance(overrides, str):
-        raise TypeError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}.")
+        raise ArgumentTypeError(f"overrides must be a list of 'key=value' strings, got the string {overrides!r}.")
     cfg = copy.deepcopy(cfg)
     for item in overrides:
         if not isinstance(item, str) or "=" not in item:
-            raise ValueError(f"Override {item!r} is not of the form 'dotted.key=value' "
+            raise ConfigError(f"Override {item!r} is not of the form 'dotted.key=value' "
                              "(e.g. 'train.epochs=3').")
         key, text = item.split("=", 1)
         key = key.strip()
@@ -155,12 +156,17 @@ def apply_overrides(cfg: ConfigDict, overrides: Iterable[str]) -> ConfigDict:
                 raise _unknown_key(key, cfg)
             parent = parent[part]
             if not isinstance(parent, ConfigDict):
-                raise ValueError(f"Config key {'.'.join(groups[:depth + 1])!r} is a value, not a "
+                raise ConfigError(f"Config key {'.'.join(groups[:depth + 1])!r} is a value, not a "
                                  f"group, so {key!r} does not exist.")
         if last not in parent:
             raise _unknown_key(key, cfg)
         parent[last] = _coerce(key, text, parent[last], parent.get_type(last))
     return cfg
+
+
+def resolve_config(path: str | Path, overrides: Iterable[str] = ()) -> ConfigDict:
+    """The config of a ``configs/`` file with ``key=value`` overrides applied."""
+    return apply_overrides(load_config(path), list(overrides))
 
 
 def _jsonable(value: Any, key: str) -> Any:
@@ -171,21 +177,20 @@ def _jsonable(value: Any, key: str) -> Any:
         return [_jsonable(v, f"{key}[{i}]") for i, v in enumerate(value)]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise TypeError(f"Config key {key!r} holds {value!r} of type {type(value).__name__}, which "
+    raise ArgumentTypeError(f"Config key {key!r} holds {value!r} of type {type(value).__name__}, which "
                     "cannot be saved as JSON.")
 
 
 def save_config(cfg: ConfigDict | Mapping[str, Any], path: str | Path) -> None:
     """Write ``cfg`` to ``path`` as indented JSON with sorted keys; floats round-trip exactly."""
-    text = json.dumps(_jsonable(cfg, ""), indent=2, sort_keys=True)
-    Path(path).write_text(text + "\n")
+    write_atomic(path, json.dumps(_jsonable(cfg, ""), indent=2, sort_keys=True) + "\n")
 
 
 def load_saved_config(path: str | Path) -> ConfigDict:
     """A ConfigDict from a JSON file written by :func:`save_config`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Saved config {str(path)!r} does not exist.")
+        raise NotFoundError(f"Saved config {str(path)!r} does not exist.")
     return ConfigDict(json.loads(path.read_text()))
 
 

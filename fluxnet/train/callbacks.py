@@ -13,6 +13,8 @@ from typing import Any
 
 import jax
 
+from fluxnet.errors import ConfigError
+from fluxnet.files import write_atomic
 from fluxnet.metrics import monitor_mode
 
 
@@ -90,7 +92,7 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, epoch, logs, state):
         if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which is not logged; logged values: "
+            raise ConfigError(f"EarlyStopping monitors {self.monitor!r}, which is not logged; logged values: "
                              f"{sorted(logs)}. Pass validation_data for val_* values.")
         value = float(logs[self.monitor])
         if epoch < self.start_from_epoch:
@@ -174,10 +176,7 @@ class MetricsLog(Callback):
             return
         with open(self.path) as f:
             kept = [line for line in f if line.strip() and json.loads(line)["epoch"] <= epochs]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "".join(kept))
 
 
 def _copy(tree: Any) -> Any:

@@ -2,7 +2,8 @@
 
 One checkpoint per saved epoch holds three items: ``state`` (the TrainState pytree: params, BN
 statistics, optimizer state, step, epoch, rng), ``extra`` (arrays owned by callbacks, e.g.
-EarlyStopping's best weights) and ``meta`` (JSON: the data position, callback state, the model config).
+EarlyStopping's best weights) and ``meta`` (JSON: epoch and step, whether a callback stopped training,
+the callbacks' state, the model config).
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a process killed
 mid-save leaves the previous checkpoint as the latest one; a writing ``Checkpointer`` removes such
 leftover folders when it opens, a ``read_only`` one (for loading and evaluating) never changes anything.
@@ -14,7 +15,6 @@ import os
 from typing import Any, Mapping
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
@@ -92,8 +92,8 @@ class Checkpointer:
         saved = self.manager.item_metadata(step)
         params, model_state = tree.split_variables(abstract_variables)
         target = {"params": params, "model_state": model_state}
-        tree = _tree_of(saved, "state")
-        self._check_fits(step, target, {k: tree[k] for k in target if k in tree}, "model")
+        saved_state = _tree_of(saved, "state")
+        self._check_fits(step, target, {k: saved_state[k] for k in target if k in saved_state}, "model")
         with ocp.PyTreeCheckpointer() as reader:
             out = reader.restore(os.path.join(self.directory, str(step), "state"), args=ocp.args.PyTreeRestore(
                 item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),

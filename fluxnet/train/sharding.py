@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from fluxnet.errors import ArgumentError
+
 
 def data_mesh(devices: list | None = None) -> Mesh:
     """A 1-D mesh named ``"data"`` over ``devices`` (default: all devices)."""
@@ -30,7 +32,7 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     n = mesh.devices.size
     if batch_size % n:
-        raise ValueError(f"batch_size={batch_size} must be divisible by the number of devices ({n}) for "
+        raise ArgumentError(f"batch_size={batch_size} must be divisible by the number of devices ({n}) for "
                          f"data parallelism; use a multiple of {n}.")
 
 

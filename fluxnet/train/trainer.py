@@ -1,9 +1,7 @@
 """``Trainer``: Keras' compile/fit/evaluate/predict for fluxnet models, on jitted pure steps.
 
-The shell around the pure steps (``steps.py``): batching and host-to-device prefetch, progress bars,
-callbacks, checkpoints. On CPU devices batches go to the steps as the numpy arrays they are: the jitted
-step places them (``in_shardings``) in ~10 us, where ``jax.device_put`` costs ~150 us per array and
-there is no transfer to overlap. Inside an epoch nothing waits on the device except the progress bar's
+The shell around the pure steps (``steps.py``): batches from ``epoch_iterator.py``, progress bars,
+callbacks, checkpoints. Inside an epoch nothing waits on the device except the progress bar's
 periodic read of the latest loss; each step function is compiled once (fixed batch shapes, the last
 partial batch dropped in training and padded with a mask in evaluation).
 """
@@ -24,11 +22,12 @@ from fluxnet import optimizers
 from fluxnet.data.batching import BatchIterator
 from fluxnet.data.checks import validate
 from fluxnet.data.imbalance import class_weights_balanced
-from fluxnet.data.prefetch import Prefetcher
+from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError, TrainingDivergedError
 from fluxnet.models import Model
 from fluxnet.registry import unknown_name_error
 from fluxnet.train import sharding
 from fluxnet.train.callbacks import Callback, History
+from fluxnet.train.epoch_iterator import EpochIterator, as_xy, class_ids
 from fluxnet.train.faults import CrashPoint
 from fluxnet.train.state import TrainState, create_state
 from fluxnet.train.steps import finalize, fuse_steps, make_eval_step, make_predict_step, make_train_step
@@ -43,32 +42,21 @@ def _optimizer(model: Model, optimizer: Any, param_groups: Mapping[str, str] | N
     labels = model.param_labels(groups=param_groups)
     if param_groups is None:
         if isinstance(optimizer, Mapping):
-            raise TypeError("optimizer is a mapping of parameter groups, but no param_groups were given.")
+            raise ArgumentTypeError("optimizer is a mapping of parameter groups, but no param_groups were given.")
         if "frozen" not in jax.tree.leaves(labels):
             return optimizers.get(optimizer)
         optimizer = {"trainable": optimizer}
     else:
         if not isinstance(optimizer, Mapping):
-            raise TypeError("With param_groups, optimizer must map each group to an optimizer, got "
+            raise ArgumentTypeError("With param_groups, optimizer must map each group to an optimizer, got "
                             f"{type(optimizer).__name__}.")
         unknown = sorted(set(param_groups) - set(labels))
         if unknown:
-            raise ValueError(f"param_groups names layers without parameters or not in the model: {unknown}.")
+            raise ArgumentError(f"param_groups names layers without parameters or not in the model: {unknown}.")
         missing = sorted(name for name, sub in labels.items() if "trainable" in jax.tree.leaves(sub))
         if missing:
-            raise ValueError(f"param_groups gives no group to the trainable layers {missing}.")
+            raise ArgumentError(f"param_groups gives no group to the trainable layers {missing}.")
     return optimizers.partitioned(None, labels, {**optimizer, "frozen": optax.set_to_zero()})
-
-
-def _as_xy(data: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(x, y)`` numpy arrays from a tuple or a split object with ``images``/``labels``."""
-    if isinstance(data, (tuple, list)) and len(data) in (1, 2):
-        x, y = data[0], data[1] if len(data) == 2 else None
-    elif hasattr(data, "images") and hasattr(data, "labels"):
-        x, y = data.images, data.labels
-    else:
-        raise TypeError(f"{what} must be (x, y) arrays or a fluxnet data split, got {type(data).__name__}.")
-    return np.asarray(x), None if y is None else np.asarray(y)
 
 
 class Trainer:
@@ -93,7 +81,7 @@ class Trainer:
                  steps_per_execution: int = 1, parallel: str = "sharding",
                  param_groups: Mapping[str, str] | None = None):
         if not isinstance(model, Model):
-            raise TypeError(f"Trainer needs a fluxnet Model or Sequential, got {type(model).__name__}.")
+            raise ArgumentTypeError(f"Trainer needs a fluxnet Model or Sequential, got {type(model).__name__}.")
         if parallel not in PARALLEL:
             raise unknown_name_error("parallel mode", parallel, PARALLEL)
         self.model = model
@@ -102,9 +90,9 @@ class Trainer:
         self.metric_fns = {metrics_lib.name_of(m): metrics_lib.get(m) for m in metrics}
         self.tx = tx = _optimizer(model, optimizer, param_groups)
         self.mesh = sharding.data_mesh(devices)
-        self.host_batches = all(d.platform == "cpu" for d in self.mesh.devices.flat)
         self.parallel = parallel
         self.steps_per_execution = int(steps_per_execution)
+        self.batches = EpochIterator(self.mesh, parallel)
         replicated = sharding.replicated(self.mesh)
         # MixUp/CutMix turn labels into soft one-hot targets: train on the loss' dense equivalent.
         train_loss = losses_lib.dense_equivalent(self.loss_fn) if getattr(augment, "mixes_labels", False) \
@@ -168,39 +156,39 @@ class Trainer:
                      input_shape, split=split)
             return
         if x.shape[0] == 0:
-            raise ValueError(f"The {split} data is empty (0 examples).")
+            raise DataError(f"The {split} data is empty (0 examples).")
         if tuple(x.shape[1:]) != tuple(d if d is not None else s for d, s in zip(input_shape, x.shape[1:])) \
                 or x.ndim != len(input_shape) + 1:
-            raise ValueError(f"The {split} inputs have shape {x.shape[1:]} per example, but the model's Input "
+            raise DataError(f"The {split} inputs have shape {x.shape[1:]} per example, but the model's Input "
                              f"expects {tuple(input_shape)}.")
         if y is not None and len(y) != len(x):
-            raise ValueError(f"The {split} data has {len(x)} inputs but {len(y)} targets.")
+            raise DataError(f"The {split} data has {len(x)} inputs but {len(y)} targets.")
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-            raise ValueError(f"The {split} inputs contain NaN or inf values.")
+            raise DataError(f"The {split} inputs contain NaN or inf values.")
 
     def _batch_weights(self, y: np.ndarray, class_weight: Any, sample_weight: np.ndarray | None):
         """Per-example weights (Keras: class weights become sample weights; not both at once), or None."""
         if class_weight is None and sample_weight is None:
             return None
         if class_weight is not None and sample_weight is not None:
-            raise ValueError("Pass class_weight or sample_weight, not both (as Keras): fold the class "
+            raise ArgumentError("Pass class_weight or sample_weight, not both (as Keras): fold the class "
                              "weights into the sample weights instead.")
         if sample_weight is not None:
             weights = np.asarray(sample_weight, np.float32)
             if weights.shape != (len(y),):
-                raise ValueError(f"sample_weight must have shape ({len(y)},), got {weights.shape}.")
+                raise DataError(f"sample_weight must have shape ({len(y)},), got {weights.shape}.")
             return weights
-        n, labels = self._num_classes(), _class_ids(y)
+        n, labels = self._num_classes(), class_ids(y)
         if isinstance(class_weight, str):
             if class_weight != "balanced":
-                raise ValueError(f"class_weight must be a dict, a sequence or 'balanced', got {class_weight!r}.")
+                raise ArgumentError(f"class_weight must be a dict, a sequence or 'balanced', got {class_weight!r}.")
             table = class_weights_balanced(labels, n)
         else:
             table = np.ones(n, np.float32)
             items = class_weight.items() if isinstance(class_weight, Mapping) else enumerate(class_weight)
             for cls, w in items:
                 if not 0 <= int(cls) < n:
-                    raise ValueError(f"class_weight has class {cls}, outside [0, {n}).")
+                    raise ArgumentError(f"class_weight has class {cls}, outside [0, {n}).")
                 table[int(cls)] = w
         return np.asarray(table, np.float32)[labels]
 
@@ -221,11 +209,11 @@ class Trainer:
         ``class_weight`` (a dict, a sequence or ``"balanced"``) or ``sample_weight`` weigh each example
         as Keras does: the loss is ``sum(w * loss) / rows``, metrics are ``w``-weighted means.
         ``oversample=True`` redraws examples of the rarer classes each epoch up to the majority count.
-        A NaN or inf epoch loss raises FloatingPointError before that epoch is saved.
+        A NaN or inf epoch loss raises TrainingDivergedError (a FloatingPointError) before that epoch is saved.
         """
-        x, y = _as_xy(data, "fit data")
+        x, y = as_xy(data, "fit data")
         if y is None:
-            raise ValueError("fit needs targets: pass (x, y).")
+            raise ArgumentError("fit needs targets: pass (x, y).")
         self._check_data(x, y, "train")
         sharding.check_batch_size(batch_size, self.mesh)
         if seed is None:
@@ -234,10 +222,10 @@ class Trainer:
         weights = self._batch_weights(y, class_weight, sample_weight)
         if weights is not None:
             arrays["weight"] = weights
-        batches = BatchIterator(np.arange(len(x)), _class_ids(y) if oversample else None, batch_size,
+        batches = BatchIterator(np.arange(len(x)), class_ids(y) if oversample else None, batch_size,
                                 shuffle=shuffle, seed=seed, drop_remainder=True, oversample=oversample)
         if validation_data is not None:
-            vx, vy = _as_xy(validation_data, "validation_data")
+            vx, vy = as_xy(validation_data, "validation_data")
             self._check_data(vx, vy, "validation")
         history = History()
         cbs = [history, *callbacks]
@@ -289,7 +277,7 @@ class Trainer:
         if self.parallel == "pmap":
             state = self._per_device(state)
         sums, start, last_print, done = [], time.perf_counter(), 0.0, 0
-        for batch, n in self._device_batches(batches, arrays, k):
+        for batch, n in self.batches.train(batches, arrays, k):
             state, metrics = (self.fused_train_step if n > 1 else self.train_step)(state, batch)
             sums.append(metrics)
             done += n
@@ -308,7 +296,7 @@ class Trainer:
         bar.set_postfix(_postfix(logs, steps * batches.batch_size, time.perf_counter() - start))
         bar.close()
         if not math.isfinite(logs["loss"]):
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"The training loss became {logs['loss']} in epoch {epoch + 1} (step {int(state.step)}); "
                 "training stopped and this epoch was not saved, so the last checkpoint is the last good "
                 "state. Lower the learning rate, clip gradients (optimizer.clipnorm) or check the data.")
@@ -331,54 +319,14 @@ class Trainer:
         host = _to_host(sums)
         return [jax.tree.map(lambda a: a[0], m) for m in host] if self.parallel == "pmap" else host
 
-    def _split_for_pmap(self, batch: dict, stacked: bool) -> dict:
-        """Host batches reshaped for ``pmap``: ``(devices, batch / devices, ...)``, or
-        ``(devices, k, batch / devices, ...)`` for ``k`` stacked batches."""
-        n = self.mesh.devices.size
-
-        def split(a):
-            if stacked:
-                return a.reshape(a.shape[0], n, a.shape[1] // n, *a.shape[2:]).swapaxes(0, 1)
-            return a.reshape(n, a.shape[0] // n, *a.shape[1:])
-
-        return jax.tree.map(split, batch)
-
-    def _device_batches(self, batches: BatchIterator, arrays: dict, k: int):
-        """``(device batch, steps in it)``: single batches sharded over the mesh, or groups of ``k``
-        stacked on a leading axis (the epoch's last ``steps % k`` batches go one by one)."""
-        pmap = self.parallel == "pmap"
-        host = (_gather(arrays, b, with_mask=False) for b in batches)  # drop_remainder: every row is real
-        groups = batches.steps_per_epoch // k if k > 1 else 0
-        stacked = (jax.tree.map(lambda *a: np.stack(a), *[next(host) for _ in range(k)]) for _ in range(groups))
-        single = sharding.batch_sharded(self.mesh)
-        if pmap:  # pmap's layout: a leading device axis, sharded over the mesh like a batch
-            yield from ((b, k) for b in self._placed((self._split_for_pmap(b, True) for b in stacked), single))
-            yield from ((b, 1) for b in self._placed((self._split_for_pmap(b, False) for b in host), single))
-            return
-        yield from ((b, k) for b in self._placed(stacked, sharding.stacked_batch_sharded(self.mesh)))
-        yield from ((b, 1) for b in self._placed(host, single))
-
-    def _placed(self, host: Iterable, where: jax.sharding.Sharding) -> Iterable:
-        """Host batches as the steps take them: unchanged on CPU (the step places them), else
-        prefetched onto ``where``."""
-        return host if self.host_batches else Prefetcher(host, 2, where)
-
     # -------------------------------------------------------------------------------- evaluate / predict
-    def _padded_batches(self, arrays: dict, batch_size: int):
-        """Every example once, in order; the last batch padded (mask False) to the fixed batch shape, a
-        multiple of the device count (capped at the data size so small sets do not pad needlessly)."""
-        n, devices = len(next(iter(arrays.values()))), self.mesh.devices.size
-        size = min(-(-batch_size // devices), -(-n // devices)) * devices
-        it = BatchIterator(np.arange(n), None, size, shuffle=False, drop_remainder=False)
-        return self._placed((_gather(arrays, b) for b in it), sharding.batch_sharded(self.mesh))
-
     def evaluate(self, state: TrainState, data: Any, batch_size: int = 256, verbose: int = 0) -> dict[str, float]:
         """Loss and metrics averaged over every real example of ``data`` (inference mode)."""
-        x, y = _as_xy(data, "evaluate data")
+        x, y = as_xy(data, "evaluate data")
         if y is None:
-            raise ValueError("evaluate needs targets: pass (x, y).")
+            raise ArgumentError("evaluate needs targets: pass (x, y).")
         self._check_data(x, y, "evaluation")
-        sums = [self.eval_step(state, b) for b in self._padded_batches({"x": x, "y": y}, batch_size)]
+        sums = [self.eval_step(state, b) for b in self.batches.padded({"x": x, "y": y}, batch_size)]
         logs = finalize(_sum_metrics(_to_host(sums)))
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
@@ -389,26 +337,15 @@ class Trainer:
         x = np.asarray(x)
         self._check_data(x, None, "predict")
         host = jax.device_get([(self.predict_step(state, b["x"]), b["mask"])
-                               for b in self._padded_batches({"x": x}, batch_size)])
+                               for b in self.batches.padded({"x": x}, batch_size)])
         return jax.tree.map(lambda *parts: np.concatenate(parts), *[
             jax.tree.map(lambda o, m=np.asarray(m): o[m], o) for o, m in host])
-
-
-def _gather(arrays: dict, batch: dict, with_mask: bool = True) -> dict:
-    """Slice every array at a batch of example indices (``BatchIterator`` over ``arange(n)``), with the
-    batch's mask of real rows unless the batch is known to be full."""
-    out = {k: a[batch["image"]] for k, a in arrays.items()}
-    return {**out, "mask": batch["mask"]} if with_mask else out
 
 
 def _to_host(tree: Any) -> Any:
     """``jax.device_get`` for many small arrays (per-step metrics): ``np.asarray`` per leaf costs ~1 us,
     ``device_get`` ~9 us per array."""
     return jax.tree.map(np.asarray, tree)
-
-
-def _class_ids(y: np.ndarray) -> np.ndarray:
-    return y.argmax(-1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(len(y)).astype(np.int64)
 
 
 def _postfix(logs: dict, images: int, seconds: float) -> dict:

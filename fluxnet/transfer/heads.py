@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from fluxnet import layers
+from fluxnet.errors import ArgumentError
 from fluxnet.layers.core import InputLayer
 from fluxnet.models import Model
 
@@ -29,12 +30,12 @@ def build_transfer_model(backbone: Model, num_classes: int, *, pooling: str | No
     backbone's output."""
     x = backbone.output
     if isinstance(x, (list, tuple, dict)):
-        raise ValueError("A transfer backbone must have a single output.")
+        raise ArgumentError("A transfer backbone must have a single output.")
     if len(x.shape) > 2:
         pools = {"flatten": layers.Flatten, "avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
         if pooling not in pools:
-            raise ValueError(f"head pooling must be one of {sorted(pools)} for a backbone output of shape "
-                             f"{x.shape}, got {pooling!r}.")
+            raise ArgumentError(f"head pooling must be one of {sorted(pools)} for a backbone output of shape "
+                                f"{x.shape}, got {pooling!r}.")
         x = pools[pooling](name=f"{HEAD_PREFIX}pool")(x)
     if dropout:
         x = layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
@@ -52,7 +53,7 @@ def configure(model: Model, backbone: Model, mode: str, fine_tune_layers: int | 
     """Set the backbone layers' ``trainable`` and inference mode for ``mode``; returns the optimizer
     group of each trainable layer (``"backbone"`` or ``"head"``) for ``Trainer(param_groups=...)``."""
     if mode not in MODES:
-        raise ValueError(f"transfer mode must be one of {MODES}, got {mode!r}.")
+        raise ArgumentError(f"transfer mode must be one of {MODES}, got {mode!r}.")
     inner = backbone_layers(backbone)
     sizes = model.abstract_variables()["params"]
     with_weights = [layer for layer in inner if layer.name in sizes]
@@ -62,7 +63,8 @@ def configure(model: Model, backbone: Model, mode: str, fine_tune_layers: int | 
         unfrozen = with_weights
     else:
         if not isinstance(fine_tune_layers, int) or fine_tune_layers < 0:
-            raise ValueError(f"fine_tune_layers must be a non-negative int or None, got {fine_tune_layers!r}.")
+            raise ArgumentError("fine_tune_layers must be a non-negative int or None, "
+                                f"got {fine_tune_layers!r}.")
         unfrozen = with_weights[len(with_weights) - fine_tune_layers:] if fine_tune_layers else ()
     unfrozen_names = {layer.name for layer in unfrozen}
     for layer in inner:

@@ -11,8 +11,8 @@ Matching: ``model.layers`` follows Keras' ``Functional.layers`` order on a fluxn
 every fluxnet layer gets the key Keras would give the same layer in the same architecture. Counters run
 per class, so only the order of layers of one class matters. Loading is strict: every array the model
 needs and the file lacks, every array under ``layers/`` that no layer takes, and every shape mismatch is
-listed in one ValueError; nothing is dropped, padded or reshaped. Groups outside ``layers/`` (optimizer
-state) are not model variables and are not read.
+listed in one CheckpointError (a ValueError); nothing is dropped, padded or reshaped. Groups outside
+``layers/`` (optimizer state) are not model variables and are not read.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from fluxnet.errors import CheckpointError, NotFoundError
 from fluxnet.layers.base import format_shape, to_snake_case
 from fluxnet.models.functional import Model
 from fluxnet.registry import Registry
@@ -67,28 +68,30 @@ def _open(path: str | os.PathLike) -> Iterator[h5py.File]:
     """The weights HDF5 file at ``path`` (or inside a ``.keras`` archive), checked to be Keras 3's."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No Keras weights file at {path!r}.")
+        raise NotFoundError(f"No Keras weights file at {path!r}.")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             if "model.weights.h5" not in archive.namelist():
-                raise ValueError(f"{path!r} is a zip archive without 'model.weights.h5', so not a .keras file.")
+                raise CheckpointError(f"{path!r} is a zip archive without 'model.weights.h5', "
+                                      "so not a .keras file.")
             source = io.BytesIO(archive.read("model.weights.h5"))
     elif h5py.is_hdf5(path):
         source = path
     else:
-        raise ValueError(f"{path!r} is neither an HDF5 file (Keras 3 '.weights.h5') nor a '.keras' archive.")
+        raise CheckpointError(f"{path!r} is neither an HDF5 file (Keras 3 '.weights.h5') "
+                              "nor a '.keras' archive.")
     with h5py.File(source, "r") as file:
         if "layer_names" in file.attrs or "model_weights" in file:
-            raise ValueError(f"{path!r} is a legacy Keras 2 '.h5' weights file (keyed by layer name), not a "
-                             f"Keras 3 '.weights.h5' file. {_HOW_TO_CONVERT}")
+            raise CheckpointError(f"{path!r} is a legacy Keras 2 '.h5' weights file (keyed by layer name), "
+                                  f"not a Keras 3 '.weights.h5' file. {_HOW_TO_CONVERT}")
         if not isinstance(file.get("layers"), h5py.Group):
-            raise ValueError(f"{path!r} has no 'layers' group, so it is not a Keras 3 weights file "
-                             "(written by keras.Model.save_weights).")
+            raise CheckpointError(f"{path!r} has no 'layers' group, so it is not a Keras 3 weights file "
+                                  "(written by keras.Model.save_weights).")
         yield file
 
 
 def _plan(model: Model, file: h5py.File, source: str) -> list[_Slot]:
-    """Which file entry feeds each model variable; one ValueError listing every problem."""
+    """Which file entry feeds each model variable; one CheckpointError listing every problem."""
     abstract = model.abstract_variables()
     per_layer: dict[str, dict[str, str]] = {}  # layer name -> {variable: collection}
     for collection, sub in abstract.items():
@@ -134,14 +137,14 @@ def _plan(model: Model, file: h5py.File, source: str) -> list[_Slot]:
         problems.append(f"unexpected: {path}{keras_name(path)}, shape {format_shape(stored[path].shape)}, "
                         "is used by no layer of the model")
     if problems:
-        raise ValueError(f"The Keras weights file {source!r} does not fit model {model.name!r} "
-                         f"({len(problems)} problems; entries are keyed by layer class and order, "
-                         "as Keras saves them):\n  " + "\n  ".join(problems))
+        raise CheckpointError(f"The Keras weights file {source!r} does not fit model {model.name!r} "
+                              f"({len(problems)} problems; entries are keyed by layer class and order, "
+                              "as Keras saves them):\n  " + "\n  ".join(problems))
     return slots
 
 
 def check_keras_weights(model: Model, path: str | os.PathLike) -> None:
-    """Raise the ValueError :func:`load_keras_weights` would, reading shapes only (no arrays)."""
+    """Raise the CheckpointError :func:`load_keras_weights` would, reading shapes only (no arrays)."""
     with _open(path) as file:
         _plan(model, file, os.fspath(path))
 

@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import jax
 import numpy as np
@@ -48,7 +48,7 @@ def entry_dir(name: str, zoo: str | os.PathLike | None = None) -> Path:
     the zoo."""
     if not isinstance(name, str) or not _NAME.match(name) or name in (".", "..") or ".." in name:
         raise ArgumentError(f"Invalid zoo name {name!r}: use letters, digits, '_', '.' and '-' (no path "
-                         "separators or '..'), at most 128 characters.")
+                            "separators or '..'), at most 128 characters.")
     root = zoo_dir(zoo)
     path = (root / name).resolve()
     if path.parent != root:
@@ -60,7 +60,7 @@ def subset_variables(model: Model, variables: Mapping) -> dict:
     """The part of ``variables`` that belongs to ``model``'s layers (e.g. a backbone of a bigger model)."""
     names = {layer.name for layer in model.layers}
     return {c: {k: v for k, v in sub.items() if k in names} for c, sub in variables.items()
-            if any(k in names for k in sub) or c == tree.PARAMS}
+            if any(k in names for k in sub) or c == "params"}
 
 
 def save_backbone(backbone: Model, variables: Mapping, path: str | os.PathLike, *, info: Mapping | None = None,
@@ -71,7 +71,7 @@ def save_backbone(backbone: Model, variables: Mapping, path: str | os.PathLike, 
     path = Path(path).resolve()
     if path.exists() and not overwrite:
         raise AlreadyExistsError(f"{path} already exists; pass overwrite=True (config pretrain.overwrite=True) "
-                              "to replace it.")
+                                 "to replace it.")
     variables = subset_variables(backbone, variables)
     backbone._check_variables(variables)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,8 +117,8 @@ def resolve(name_or_path: str | os.PathLike, zoo: str | os.PathLike | None = Non
     root = zoo_dir(zoo)
     names = sorted(p.name for p in root.iterdir() if (p / BACKBONE_FILE).is_file()) if root.is_dir() else []
     raise NotFoundError(f"No pretrained backbone {str(name_or_path)!r}: not an entry folder, not a pretrain "
-                            f"run directory, and not a name in the zoo {root} (entries: {names or 'none'}). "
-                            "Create one with `fluxnet pretrain CONFIG`.")
+                        f"run directory, and not a name in the zoo {root} (entries: {names or 'none'}). "
+                        "Create one with `fluxnet pretrain CONFIG`.")
 
 
 def load(name_or_path: str | os.PathLike, zoo: str | os.PathLike | None = None) -> tuple[Model, dict]:
@@ -129,10 +129,10 @@ def load(name_or_path: str | os.PathLike, zoo: str | os.PathLike | None = None) 
     with ocp.StandardCheckpointer() as ckptr:
         saved = ckptr.metadata(entry / VARIABLES_DIR)
         saved = getattr(saved, "item_metadata", saved)
-        problems = variable_mismatches(target, getattr(saved, "tree", saved))
+        problems = tree.mismatches(target, getattr(saved, "tree", saved), "checkpoint")
         if problems:
             raise CheckpointError(f"The backbone variables in {entry} do not fit its architecture:\n  "
-                             + "\n  ".join(problems))
+                                  + "\n  ".join(problems))
         variables = ckptr.restore(entry / VARIABLES_DIR, target)
     return backbone, variables
 
@@ -141,21 +141,15 @@ def info(name_or_path: str | os.PathLike, zoo: str | os.PathLike | None = None) 
     return json.loads((resolve(name_or_path, zoo) / INFO_FILE).read_text())
 
 
-def variable_mismatches(target: Mapping, source: Mapping, exclude: Iterable[str] = ()) -> list[str]:
-    """Every path (``params/dense/kernel``) missing from ``source``, unexpected in it, or of another
-    shape, except paths matching an ``exclude`` glob pattern (``params/head*``)."""
-    return tree.mismatches(target, source, "source", exclude)
-
-
 def restore_into(target: Mapping, source: Mapping, exclude: Iterable[str] = ()) -> dict:
     """``target`` with every variable that ``source`` has copied in, strictly: any missing, unexpected
     or shape-mismatched path not matched by ``exclude`` makes it refuse, listing them all. Excluded
     paths keep the target's values; nothing is dropped, padded or truncated silently."""
     exclude = list(exclude)
-    problems = variable_mismatches(target, source, exclude)
+    problems = tree.mismatches(target, source, "source", exclude)
     if problems:
         raise CheckpointError("Cannot restore the variables strictly:\n  " + "\n  ".join(problems)
-                         + "\nExclude paths that are meant to differ (e.g. a new head) by pattern.")
+                              + "\nExclude paths that are meant to differ (e.g. a new head) by pattern.")
     flat_source = {tree.path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(source)
                    if not tree.excluded(tree.path_str(p), exclude)}
     return jax.tree_util.tree_map_with_path(lambda p, v: flat_source.get(tree.path_str(p), v), target)

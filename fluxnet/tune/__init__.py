@@ -1,1 +1,2 @@
-"""Experiments around training: baselines (and, as they land, sweeps, search, cross-validation)."""
+"""Experiments over many runs (sweeps, hyperparameter search, cross-validation); it builds on
+``fluxnet.runs`` only, and the library never imports it."""
