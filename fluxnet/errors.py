@@ -58,3 +58,11 @@ class TrainingDivergedError(FluxnetError, FloatingPointError):
     """The training loss became NaN or inf; the last good checkpoint is kept."""
 
     exit_code = 1
+
+
+class TrainingInterrupted(FluxnetError):
+    """Training was asked to stop (SIGTERM, SIGINT); its ``exit_code`` follows the shell's 128 + signal."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code

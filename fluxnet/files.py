@@ -3,14 +3,16 @@ to disk, then rename it over the target (``os.replace`` is atomic on POSIX)."""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step: readers see the old file or the new, never a part."""
+    """Replace ``path`` with ``text`` in one step: readers see the old file or the new, never a part.
+    The file gets the usual permissions (0666 less the umask), like one written in place."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -18,6 +20,5 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise

@@ -195,8 +195,8 @@ def _check_number(owner: str, arg: str, value: Any, *, positive: bool = False) -
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ArgumentTypeError(f"{owner}: {arg} must be a number, got {value!r}.")
     lo, hi = (0.0, 1.0) if arg in _UNIT_INTERVAL_ARGS else (0.0, math.inf)
-    if not lo <= value <= hi or (positive and value == 0):
-        bound = "> 0" if positive else f"in [{lo}, {hi}]"
+    if not lo <= value <= hi or not math.isfinite(value) or (positive and value == 0):
+        bound = "> 0 and finite" if positive else ">= 0 and finite" if hi == math.inf else f"in [{lo}, {hi}]"
         raise ArgumentError(f"{owner}: {arg} must be {bound}, got {value!r}.")
 
 
@@ -381,6 +381,7 @@ def build_optimizer(cfg: Mapping[str, Any], *, total_steps: int) -> optax.Gradie
     name = args.pop("name")
     lr = args.pop("learning_rate", None)
     lr = default_learning_rate(name) if lr is None else lr
+    _check_number(f"optimizer {name!r}", "learning_rate", lr)  # the base value of any schedule, too
     schedule = make_schedule(args.pop("schedule", None), lr, total_steps=total_steps)
     return get(name, learning_rate=schedule, **args)
 

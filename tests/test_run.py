@@ -350,5 +350,5 @@ def test_the_crash_hook_is_off_unless_passed_explicitly(monkeypatch, digits_spli
     state, history = trainer.fit(trainer.init(jax.random.key(0)), digits_splits.train, epochs=1, verbose=0)
     assert int(state.epoch) == 1          # still alive
     assert faults.from_environment() == faults.CrashPoint("epoch", 1)
-    with pytest.raises(ValueError, match="expected 'epoch:E' or 'save:E'"):
+    with pytest.raises(ValueError, match="expected 'epoch:E', 'save:E' or 'sigterm:E'"):
         faults.CrashPoint.parse("step:3")

@@ -7,17 +7,20 @@
     fluxnet baseline CONFIG [key=value ...]                              (baseline.py)
     fluxnet augment-preview CONFIG [key=value ...] [--output PNG]        (augment_preview.py)
 
-A user's mistake (a ``FluxnetError``: a bad config, missing data, a locked workdir...) ends the command
-with a one-line message and exit code 2; a training loss that becomes NaN or inf with exit code 1 (the
-last good checkpoint is kept). Anything else is a bug and ends with its traceback (exit code 1).
+A user's mistake (a ``FluxnetError``: a bad config, missing data, a locked workdir...) or a fault of the
+machine (a full disk, a read-only folder) ends the command with a one-line message and exit code 2; a
+training loss that becomes NaN or inf with exit code 1 (the last good checkpoint is kept); SIGTERM and
+SIGINT stop a run cleanly with 143 and 130. Anything else is a bug and ends with its traceback (exit
+code 1). Library chatter (absl warnings of orbax and tensorflow-datasets) stays out of the terminal.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from fluxnet.cli import augment_preview, baseline, evaluate, summary, train
-from fluxnet.errors import FluxnetError
+from absl import logging as absl_logging
+
+from fluxnet.cli import augment_preview, baseline, errors, evaluate, summary, train
 from fluxnet.train.sharding import initialize_distributed
 
 COMMANDS = (train, evaluate, summary, baseline, augment_preview)
@@ -39,10 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    sys.unraisablehook = errors.quiet_closed_loop_reports(sys.unraisablehook)
     try:
         initialize_distributed()
         args.run(args)
-    except FluxnetError as err:
-        print(f"fluxnet {args.command}: error: {err}", file=sys.stderr)
-        return err.exit_code
+    except Exception as err:
+        code = errors.report(args.command, err)
+        if code is None:
+            raise
+        return code
     return 0

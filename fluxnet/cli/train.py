@@ -6,6 +6,7 @@ import json
 
 from fluxnet import runs
 from fluxnet.cli.args import add_config, default_workdir
+from fluxnet.runs.signals import StopSignals
 from fluxnet.train.faults import from_environment
 
 JOBS = {"train": (runs.train, "train a config into a run directory (resumes if it exists)"),
@@ -25,7 +26,9 @@ def add_parsers(sub) -> None:
 def run(args) -> None:
     job = JOBS[args.command][0]
     config = runs.resolve_config(args.config, args.overrides)
-    summary = job(config, args.workdir or default_workdir(args.config), verbose=0 if args.quiet else 1,
-                  crash_at=from_environment())  # the resume tests' kill hook, off unless $FLUXNET_CRASH_AT
+    with StopSignals() as stop:  # SIGTERM/SIGINT: stop at the next step, the last checkpoint complete
+        summary = job(config, args.workdir or default_workdir(args.config), verbose=0 if args.quiet else 1,
+                      crash_at=from_environment(),  # the resume tests' kill hook, off unless $FLUXNET_CRASH_AT
+                      should_stop=stop)
     print(json.dumps({"test": summary["test"], "baseline": summary["baseline"],
                       "epochs_completed": summary["epochs_completed"]}))

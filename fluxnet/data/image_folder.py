@@ -9,7 +9,9 @@ data set. Layout, as Keras' ``image_dataset_from_directory``:
     root/dog/0003.png
 
 Class names are the sorted sub-folder names, their positions the label ids. Files ending in .bmp,
-.gif, .jpeg, .jpg or .png (any case) are read; hidden files and folders are skipped. Images are
+.gif, .jpeg, .jpg or .png (any case) are read; hidden files and folders are skipped. Symbolic links are
+followed, each real folder and file counted once (a link loop or a second link to the same image adds
+nothing, so no image can land in two splits); one file under two classes is an error. Images are
 converted to ``color_mode`` and resized to ``image_size`` (PIL bilinear), or, with ``image_size=None``,
 must all share one size (a DataError names the first file that does not).
 
@@ -42,12 +44,26 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[st
     if not classes:
         raise DataError(f"Image folder {str(root)!r} has no class sub-folders; expected "
                         f"{str(root / '<class name>' / '<image file>')!r}.")
-    files = []
+    files, owner = [], {}  # owner: real path of each image -> its first relative path
     for label, name in enumerate(classes):
+        visited = set()  # real folders walked: a symlink loop or a second link to a folder adds nothing
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in visited:
+                dirnames[:] = []
+                continue
+            visited.add(real)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            files.extend((os.path.relpath(os.path.join(dirpath, f), root), label) for f in sorted(filenames)
-                         if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+            for f in sorted(filenames):
+                if f.startswith(".") or not f.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                relpath = os.path.relpath(os.path.join(dirpath, f), root)
+                first = owner.setdefault(os.path.realpath(os.path.join(dirpath, f)), relpath)
+                if first == relpath:
+                    files.append((relpath, label))
+                elif first.split(os.sep, 1)[0] != name:
+                    raise DataError(f"Image folder {str(root)!r} holds one image under two classes: {first!r} "
+                                    f"and {relpath!r} are the same file. An image must belong to one class.")
     if not files:
         raise DataError(f"Image folder {str(root)!r} has class sub-folders {classes} but no image files "
                         f"(looked for {', '.join(IMAGE_EXTENSIONS)}).")

@@ -65,5 +65,5 @@ def read_image(path: str | Path, color_mode: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return from_pil(image.convert(COLOR_MODES[color_mode]))
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as err:
         raise DataError(f"Cannot read image file {str(path)!r}: {err}") from err

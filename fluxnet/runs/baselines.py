@@ -15,7 +15,10 @@ def majority_accuracy(train_labels: np.ndarray, eval_labels: np.ndarray) -> floa
 
 def logistic_regression_accuracy(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
                                  eval_y: np.ndarray, *, max_iter: int = 1000, seed: int = 0) -> float:
-    """Accuracy of a multinomial logistic regression on flattened, standardised inputs."""
+    """Accuracy of a multinomial logistic regression on flattened, standardised inputs (with a single
+    training class, the constant prediction it would learn)."""
+    if len(np.unique(np.asarray(train_y))) < 2:
+        return majority_accuracy(train_y, eval_y)
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

@@ -15,11 +15,12 @@ import importlib.util
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import ml_collections
 
 from fluxnet.files import write_atomic
+from fluxnet.runs.schema import is_optional
 from fluxnet.errors import ArgumentTypeError, ConfigError, NotFoundError
 from fluxnet.tree import plain  # noqa: F401  (re-exported: the run layer's configs are ConfigDicts)
 
@@ -97,13 +98,13 @@ def _parse(text: str) -> Any:
         return text
 
 
-def _coerce(key: str, text: str, current: Any, field_type: type) -> Any:
-    """``text`` parsed and checked against the type of the value it replaces."""
+def _coerce(key: str, text: str, current: Any, field_type: type, nullable: bool) -> Any:
+    """``text`` parsed and checked against the type of the value it replaces (None where ``nullable``)."""
     value = _parse(text)
     if current is None and field_type is type(None):
         return value
     if value is None:
-        if current is None:
+        if current is None or nullable:
             return None
     elif field_type is bool:
         if isinstance(value, bool):
@@ -131,13 +132,15 @@ def _coerce(key: str, text: str, current: Any, field_type: type) -> Any:
                      f"got {text!r}.")
 
 
-def apply_overrides(cfg: ConfigDict, overrides: Iterable[str]) -> ConfigDict:
+def apply_overrides(cfg: ConfigDict, overrides: Iterable[str],
+                    nullable: Callable[[str], bool] = lambda key: False) -> ConfigDict:
     """A copy of ``cfg`` with ``"dotted.key=value"`` overrides applied.
 
     Values are Python literals (``3``, ``0.01``, ``True``, ``[1, 2]``, ``{"a": 1}``, ``None``);
     anything else is a string (``model.name=cnn``). Each value must fit the type of the value it
     replaces: an int may replace a float, a list a tuple (and back), a dict replaces a whole group,
-    ``true``/``false`` are accepted for booleans, and a field that is None accepts anything.
+    ``true``/``false`` are accepted for booleans, a field that is None accepts anything, and ``None``
+    turns off a field that is None by default or for which ``nullable(dotted_key)`` is true.
     Unknown keys, wrong types and items without ``=`` raise ConfigError (a ValueError) naming the key.
     """
     if isinstance(overrides, str):
@@ -160,13 +163,19 @@ def apply_overrides(cfg: ConfigDict, overrides: Iterable[str]) -> ConfigDict:
                                  f"group, so {key!r} does not exist.")
         if last not in parent:
             raise _unknown_key(key, cfg)
-        parent[last] = _coerce(key, text, parent[last], parent.get_type(last))
+        parent[last] = _coerce(key, text, parent[last], parent.get_type(last), nullable(key))
     return cfg
 
 
 def resolve_config(path: str | Path, overrides: Iterable[str] = ()) -> ConfigDict:
-    """The config of a ``configs/`` file with ``key=value`` overrides applied."""
-    return apply_overrides(load_config(path), list(overrides))
+    """The config of a ``configs/`` file with ``key=value`` overrides applied (``key=None`` for the
+    settings a run may leave off, ``fluxnet.runs.schema.OPTIONAL``)."""
+    return apply_overrides(load_config(path), list(overrides), nullable=is_optional)
+
+
+def to_json(cfg: ConfigDict | Mapping[str, Any]) -> dict:
+    """``cfg`` as JSON types (tuples become lists), as :func:`save_config` records it."""
+    return _jsonable(cfg, "")
 
 
 def _jsonable(value: Any, key: str) -> Any:
@@ -183,7 +192,7 @@ def _jsonable(value: Any, key: str) -> Any:
 
 def save_config(cfg: ConfigDict | Mapping[str, Any], path: str | Path) -> None:
     """Write ``cfg`` to ``path`` as indented JSON with sorted keys; floats round-trip exactly."""
-    write_atomic(path, json.dumps(_jsonable(cfg, ""), indent=2, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(to_json(cfg), indent=2, sort_keys=True) + "\n")
 
 
 def load_saved_config(path: str | Path) -> ConfigDict:
@@ -191,7 +200,11 @@ def load_saved_config(path: str | Path) -> ConfigDict:
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"Saved config {str(path)!r} does not exist.")
-    return ConfigDict(json.loads(path.read_text()))
+    try:
+        return ConfigDict(json.loads(path.read_text()))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"Saved config {str(path)!r} is damaged ({err}); the run's checkpoints record "
+                          "its config too: delete the file and run again, or use another --workdir.") from None
 
 
 class _Missing:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Any
 
 import jax
@@ -171,11 +172,21 @@ class MetricsLog(Callback):
             f.write(json.dumps({"epoch": epoch + 1, "step": int(state.step), **logs}) + "\n")
 
     def truncate(self, epochs: int) -> None:
-        """Drop records after ``epochs`` (a resume from an earlier checkpoint rewrites them)."""
+        """Drop records after ``epochs`` (a resume from an earlier checkpoint rewrites them) and any torn
+        line, with a note on stderr."""
         if not os.path.exists(self.path):
             return
+        kept = []
         with open(self.path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["epoch"] <= epochs]
+            for number, line in enumerate(f, 1):
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except ValueError:  # a torn last line (kill -9 or a full disk mid-append)
+                    print(f"Note: {self.path} line {number} is torn and was dropped: {line.strip()[:80]!r}",
+                          file=sys.stderr)
+                    continue
+                if record is not None and record.get("epoch", 0) <= epochs:
+                    kept.append(line if line.endswith("\n") else line + "\n")
         write_atomic(self.path, "".join(kept))
 
 

@@ -76,6 +76,10 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
+    def read_meta(self, step: int) -> dict:
+        """The JSON ``meta`` of checkpoint ``step`` alone (cheap: no arrays are read)."""
+        return dict(self.manager.restore(step, args=ocp.args.Composite(meta=MetaRestore()))["meta"])
+
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, Any]:
         """``(state, meta, extra)`` of ``step`` restored onto the shapes, dtypes and shardings of
         ``abstract_state`` (``extra`` onto its sharding, or None if the checkpoint has none); a

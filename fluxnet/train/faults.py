@@ -5,7 +5,8 @@ The hook is off unless a ``CrashPoint`` is passed explicitly (``Trainer.fit(cras
 ``Checkpointer(crash_at=...)``); the library never reads the environment for it. The command line
 switches it on from ``$FLUXNET_CRASH_AT`` (:func:`from_environment`): ``epoch:E`` dies halfway through
 epoch ``E`` (1-based, the run's absolute epoch), ``save:E`` while epoch ``E``'s checkpoint is being
-written (after orbax has written its items into the temporary folder, before it is finalised).
+written (after orbax has written its items into the temporary folder, before it is finalised), and
+``sigterm:E`` sends the process a SIGTERM halfway through epoch ``E`` (as a cluster preempting it).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import Mapping
 from fluxnet.errors import ConfigError
 
 ENV = "FLUXNET_CRASH_AT"
-KINDS = ("epoch", "save")
+KINDS = ("epoch", "save", "sigterm")
+MID_EPOCH = {"epoch": signal.SIGKILL, "sigterm": signal.SIGTERM}  # the signal each mid-epoch kind sends
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,11 +33,20 @@ class CrashPoint:
     def parse(cls, text: str) -> "CrashPoint":
         kind, _, number = text.partition(":")
         if kind not in KINDS or not number.isdigit() or int(number) < 1:
-            raise ConfigError(f"{ENV}={text!r}: expected 'epoch:E' or 'save:E' with E a positive epoch number.")
+            raise ConfigError(f"{ENV}={text!r}: expected 'epoch:E', 'save:E' or 'sigterm:E' with E a positive "
+                              "epoch number.")
         return cls(kind, int(number))
 
     def at(self, kind: str, epoch: int) -> bool:
         return (self.kind, self.epoch) == (kind, epoch)
+
+    def mid_epoch(self, epoch: int) -> bool:
+        """Whether this point lies halfway through ``epoch``."""
+        return self.kind in MID_EPOCH and self.epoch == epoch
+
+    def fire(self) -> None:
+        """Send this point's mid-epoch signal to this process."""
+        os.kill(os.getpid(), MID_EPOCH[self.kind])
 
     def crash_if_at(self, kind: str, epoch: int) -> None:
         """Kill this process now if this is the point."""

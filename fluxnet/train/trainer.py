@@ -8,7 +8,9 @@ partial batch dropped in training and padded with a mask in evaluation).
 from __future__ import annotations
 
 import math
+import numbers
 import time
+import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
@@ -16,13 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fluxnet import activations
 from fluxnet import losses as losses_lib
 from fluxnet import metrics as metrics_lib
 from fluxnet import optimizers
 from fluxnet.data.batching import BatchIterator
 from fluxnet.data.checks import validate
 from fluxnet.data.imbalance import class_weights_balanced
-from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError, TrainingDivergedError
+from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError, TrainingDivergedError, TrainingInterrupted
 from fluxnet.models import Model
 from fluxnet.registry import unknown_name_error
 from fluxnet.train import sharding
@@ -87,10 +90,14 @@ class Trainer:
         self.model = model
         self.loss_name = losses_lib.name_of(loss)
         self.loss_fn = losses_lib.get(loss)
+        _warn_if_logits_mismatch(model, self.loss_name, self.loss_fn)
         self.metric_fns = {metrics_lib.name_of(m): metrics_lib.get(m) for m in metrics}
         self.tx = tx = _optimizer(model, optimizer, param_groups)
         self.mesh = sharding.data_mesh(devices)
         self.parallel = parallel
+        if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, numbers.Integral) \
+                or steps_per_execution < 1:
+            raise ArgumentError(f"steps_per_execution must be an int >= 1, got {steps_per_execution!r}.")
         self.steps_per_execution = int(steps_per_execution)
         self.batches = EpochIterator(self.mesh, parallel)
         replicated = sharding.replicated(self.mesh)
@@ -146,15 +153,19 @@ class Trainer:
         out = self.model.outputs
         return out[0].shape[-1] if len(out) == 1 else None
 
-    def _check_data(self, x: np.ndarray, y: np.ndarray | None, split: str) -> None:
-        """Bad data fails here, before anything is traced: shapes, label range, NaN/inf."""
+    def _check_data(self, x: np.ndarray, y: np.ndarray | None, split: str) -> np.ndarray | None:
+        """Bad data fails here, before anything is traced: shapes, label kinds and range, NaN/inf.
+        Returns the targets to train on (class ids as integers for a sparse loss)."""
+        if y is not None and not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+            raise DataError(f"The {split} targets must be numbers, got dtype {y.dtype} (e.g. {y.ravel()[:1]}); "
+                            "map class names to integer ids first.")
         if len(self.model.inputs) != 1:
-            return
+            return y
         input_shape = self.model.inputs[0].shape[1:]
-        if y is not None and self.loss_name in SPARSE_LOSSES and np.issubdtype(np.asarray(y).dtype, np.integer):
-            validate(x, y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y, self._num_classes(),
-                     input_shape, split=split)
-            return
+        if y is not None and self.loss_name in SPARSE_LOSSES:
+            y = _class_id_labels(y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y, split)
+            validate(x, y, self._num_classes(), input_shape, split=split)
+            return y
         if x.shape[0] == 0:
             raise DataError(f"The {split} data is empty (0 examples).")
         if tuple(x.shape[1:]) != tuple(d if d is not None else s for d, s in zip(input_shape, x.shape[1:])) \
@@ -165,6 +176,7 @@ class Trainer:
             raise DataError(f"The {split} data has {len(x)} inputs but {len(y)} targets.")
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             raise DataError(f"The {split} inputs contain NaN or inf values.")
+        return y
 
     def _batch_weights(self, y: np.ndarray, class_weight: Any, sample_weight: np.ndarray | None):
         """Per-example weights (Keras: class weights become sample weights; not both at once), or None."""
@@ -177,6 +189,10 @@ class Trainer:
             weights = np.asarray(sample_weight, np.float32)
             if weights.shape != (len(y),):
                 raise DataError(f"sample_weight must have shape ({len(y)},), got {weights.shape}.")
+            bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+            if bad.size:
+                raise DataError(f"sample_weight must be finite and >= 0: {bad.size} are not (first at index "
+                                f"{bad[0]}: {weights[bad[0]]}).")
             return weights
         n, labels = self._num_classes(), class_ids(y)
         if isinstance(class_weight, str):
@@ -189,6 +205,8 @@ class Trainer:
             for cls, w in items:
                 if not 0 <= int(cls) < n:
                     raise ArgumentError(f"class_weight has class {cls}, outside [0, {n}).")
+                if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+                    raise ArgumentError(f"class_weight of class {cls} must be a finite number >= 0, got {w!r}.")
                 table[int(cls)] = w
         return np.asarray(table, np.float32)[labels]
 
@@ -198,7 +216,8 @@ class Trainer:
             callbacks: Iterable[Callback] = (), class_weight: Any = None, sample_weight: Any = None,
             shuffle: bool = True, oversample: bool = False, seed: int | None = None,
             checkpointer: Any = None, resume: Mapping | None = None,
-            crash_at: CrashPoint | None = None) -> tuple[TrainState, History]:
+            crash_at: CrashPoint | None = None, should_stop: Callable[[int], Any] | None = None
+            ) -> tuple[TrainState, History]:
         """Train ``epochs`` more epochs; returns the new state and a Keras-like ``History``.
 
         The shuffle of epoch ``e`` depends only on ``seed`` (default: derived from the state's key) and
@@ -210,23 +229,14 @@ class Trainer:
         as Keras does: the loss is ``sum(w * loss) / rows``, metrics are ``w``-weighted means.
         ``oversample=True`` redraws examples of the rarer classes each epoch up to the majority count.
         A NaN or inf epoch loss raises TrainingDivergedError (a FloatingPointError) before that epoch is saved.
+        ``should_stop(step)`` is asked after every step (no device sync): a truthy answer (e.g. the
+        signal that asked to stop) ends training at once with ``TrainingInterrupted``; the epoch under
+        way is not saved, so a resume from the last checkpoint repeats it exactly.
         """
-        x, y = as_xy(data, "fit data")
-        if y is None:
-            raise ArgumentError("fit needs targets: pass (x, y).")
-        self._check_data(x, y, "train")
-        sharding.check_batch_size(batch_size, self.mesh)
         if seed is None:
             seed = int(np.asarray(jax.device_get(state.rng)).ravel()[-1]) % (2 ** 31)
-        arrays = {"x": x, "y": y}
-        weights = self._batch_weights(y, class_weight, sample_weight)
-        if weights is not None:
-            arrays["weight"] = weights
-        batches = BatchIterator(np.arange(len(x)), class_ids(y) if oversample else None, batch_size,
-                                shuffle=shuffle, seed=seed, drop_remainder=True, oversample=oversample)
-        if validation_data is not None:
-            vx, vy = as_xy(validation_data, "validation_data")
-            self._check_data(vx, vy, "validation")
+        arrays, batches = self._fit_inputs(data, epochs, batch_size, validation_data, class_weight, sample_weight,
+                                           oversample, shuffle, seed)
         history = History()
         cbs = [history, *callbacks]
         for cb in cbs:
@@ -237,7 +247,7 @@ class Trainer:
         try:
             for epoch in range(start, start + epochs):
                 batches.restore({"epoch": epoch, "step": 0})
-                state, logs = self._train_epoch(state, batches, arrays, epoch, verbose, crash_at)
+                state, logs = self._train_epoch(state, batches, arrays, epoch, verbose, crash_at, should_stop)
                 if validation_data is not None:
                     val = self.evaluate(state, validation_data, batch_size=validation_batch_size or batch_size)
                     logs.update({f"val_{k}": v for k, v in val.items()})
@@ -266,12 +276,43 @@ class Trainer:
                 state = sharding.replicate(replaced, self.mesh)
         return state
 
+    def check_fit(self, data: Any, epochs: int = 1, batch_size: int = 32, *, validation_data: Any = None,
+                  class_weight: Any = None, sample_weight: Any = None, oversample: bool = False) -> None:
+        """Every check ``fit`` makes of its arguments and data, without training (a run directory is
+        checked before anything is written to it)."""
+        self._fit_inputs(data, epochs, batch_size, validation_data, class_weight, sample_weight, oversample,
+                         shuffle=True, seed=0)
+
+    def _fit_inputs(self, data, epochs, batch_size, validation_data, class_weight, sample_weight, oversample,
+                    shuffle, seed) -> tuple[dict, BatchIterator]:
+        """The host arrays and the batch iterator of a ``fit``, after checking every argument."""
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
+            raise ArgumentError(f"epochs must be an int >= 0, got {epochs!r}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+        x, y = as_xy(data, "fit data")
+        if y is None:
+            raise ArgumentError("fit needs targets: pass (x, y).")
+        y = self._check_data(x, y, "train")
+        sharding.check_batch_size(batch_size, self.mesh)
+        arrays = {"x": x, "y": y}
+        weights = self._batch_weights(y, class_weight, sample_weight)
+        if weights is not None:
+            arrays["weight"] = weights
+        batches = BatchIterator(np.arange(len(x)), class_ids(y) if oversample else None, batch_size,
+                                shuffle=shuffle, seed=seed, drop_remainder=True, oversample=oversample)
+        if validation_data is not None:
+            vx, vy = as_xy(validation_data, "validation_data")
+            self._check_data(vx, vy, "validation")
+        return arrays, batches
+
     def _train_epoch(self, state, batches: BatchIterator, arrays: dict, epoch: int, verbose: int,
-                     crash_at: CrashPoint | None = None):
+                     crash_at: CrashPoint | None = None, should_stop: Callable[[int], Any] | None = None):
         from tqdm.auto import tqdm
 
         steps, k = batches.steps_per_epoch, self.steps_per_execution
-        crash_step = max(1, steps // 2) if crash_at is not None and crash_at.at("epoch", epoch + 1) else None
+        crash_step = max(1, steps // 2) if crash_at is not None and crash_at.mid_epoch(epoch + 1) else None
+        first_step = int(state.step)
         bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}", unit="step", disable=verbose != 1, leave=True,
                    dynamic_ncols=True)
         if self.parallel == "pmap":
@@ -281,9 +322,17 @@ class Trainer:
             state, metrics = (self.fused_train_step if n > 1 else self.train_step)(state, batch)
             sums.append(metrics)
             done += n
-            if crash_step is not None and done >= crash_step:  # the test hook: kill -9 mid-epoch
+            if crash_step is not None and done >= crash_step:  # the test hook: a signal mid-epoch
                 jax.block_until_ready(state)
-                crash_at.crash_if_at("epoch", epoch + 1)
+                crash_at.fire()
+                crash_step = None
+            if should_stop is not None:
+                reason = should_stop(first_step + done)
+                if reason:
+                    bar.close()
+                    raise TrainingInterrupted(
+                        f"Training stopped by {getattr(reason, 'name', reason)} in epoch {epoch + 1} (epoch {epoch} "
+                        "was the last one completed).", exit_code=128 + int(reason) if isinstance(reason, int) else 1)
             now = time.perf_counter()
             if verbose == 1 and now - last_print > 0.5:  # the only sync inside an epoch
                 last_print = now
@@ -325,7 +374,7 @@ class Trainer:
         x, y = as_xy(data, "evaluate data")
         if y is None:
             raise ArgumentError("evaluate needs targets: pass (x, y).")
-        self._check_data(x, y, "evaluation")
+        y = self._check_data(x, y, "evaluation")
         sums = [self.eval_step(state, b) for b in self.batches.padded({"x": x, "y": y}, batch_size)]
         logs = finalize(_sum_metrics(_to_host(sums)))
         if verbose:
@@ -346,6 +395,43 @@ def _to_host(tree: Any) -> Any:
     """``jax.device_get`` for many small arrays (per-step metrics): ``np.asarray`` per leaf costs ~1 us,
     ``device_get`` ~9 us per array."""
     return jax.tree.map(np.asarray, tree)
+
+
+PROBABILITY_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy", "bce")
+PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def _warn_if_logits_mismatch(model: Model, loss_name: str, loss_fn: Callable) -> None:
+    """Warn once when a crossentropy's ``from_logits`` contradicts the model's last activation: logits
+    into a probability loss, or softmax/sigmoid outputs into a ``from_logits=True`` loss. Both train
+    badly without an error (Keras is silent about it)."""
+    if loss_name not in PROBABILITY_LOSSES or len(model.outputs) != 1:
+        return
+    layer = model.outputs[0].layer
+    activation = getattr(layer, "activation", None)
+    name = activations.ACTIVATIONS.name_of(activation) if callable(activation) else activation
+    probabilities = name in PROBABILITY_ACTIVATIONS
+    from_logits = bool(getattr(loss_fn, "keywords", {}).get("from_logits", False))
+    if probabilities == from_logits:
+        what = (f"ends in a {name} (probabilities), but the loss {loss_name!r} has from_logits=True"
+                if probabilities else f"outputs logits (activation {name or 'linear'}), but the loss {loss_name!r} "
+                "expects probabilities (from_logits=False)")
+        warnings.warn(f"The model's output layer {layer.name!r} {what}; training will work badly. Pass "
+                      f"from_logits={not from_logits} to the loss, or change the output activation.", stacklevel=3)
+
+
+def _class_id_labels(y: np.ndarray, split: str) -> np.ndarray:
+    """Class ids for a sparse loss: integers as they are; floats only when every value is a whole
+    number (Keras would floor 3.7 for the loss yet compare it raw for accuracy)."""
+    if np.issubdtype(y.dtype, np.integer):
+        return y
+    if y.dtype == bool:
+        return y.astype(np.int64)
+    fractional = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+    if fractional.size:
+        raise DataError(f"The {split} labels must be whole class ids: {fractional.size} of {y.size} are not "
+                        f"(first at index {fractional[0]}: {y[fractional[0]]!r}).")
+    return y.astype(np.int64)
 
 
 def _postfix(logs: dict, images: int, seconds: float) -> dict:

@@ -80,7 +80,12 @@ def _open(path: str | os.PathLike) -> Iterator[h5py.File]:
     else:
         raise CheckpointError(f"{path!r} is neither an HDF5 file (Keras 3 '.weights.h5') "
                               "nor a '.keras' archive.")
-    with h5py.File(source, "r") as file:
+    try:
+        file = h5py.File(source, "r")
+    except OSError as err:
+        raise CheckpointError(f"{path!r} cannot be read as HDF5 ({err}): the file is damaged or truncated; "
+                              "save or download it again.") from None
+    with file:
         if "layer_names" in file.attrs or "model_weights" in file:
             raise CheckpointError(f"{path!r} is a legacy Keras 2 '.h5' weights file (keyed by layer name), "
                                   f"not a Keras 3 '.weights.h5' file. {_HOW_TO_CONVERT}")

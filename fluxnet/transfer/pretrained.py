@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -75,7 +75,8 @@ def save_backbone(backbone: Model, variables: Mapping, path: str | os.PathLike, 
     variables = subset_variables(backbone, variables)
     backbone._check_variables(variables)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()  # the umask's usual mode (mkdtemp's 0700 would make an entry of a shared zoo private)
     try:
         (tmp / BACKBONE_FILE).write_text(json.dumps(backbone.get_config(), indent=1))
         (tmp / INFO_FILE).write_text(json.dumps(dict(info or {}), indent=1))
@@ -94,6 +95,14 @@ def save_backbone(backbone: Model, variables: Mapping, path: str | os.PathLike, 
     return path
 
 
+def _check_no_links(entry: Path) -> None:
+    """Refuse an entry with a symbolic link inside: loading must not follow it out of the zoo."""
+    for path in [entry, *entry.rglob("*")]:
+        if path.is_symlink():
+            raise CheckpointError(f"Zoo entry {entry} holds a symbolic link, {path} -> {os.readlink(path)}; "
+                                  "an entry must hold its own files. Copy the target in, or re-export it.")
+
+
 def export(model: Model, variables: Mapping, name: str, cut: str, *, zoo: str | os.PathLike | None = None,
            info: Mapping | None = None, overwrite: bool = False) -> tuple[Model, Path]:
     """Export ``model``'s layers up to layer ``cut`` (its output is the backbone's output) as zoo entry
@@ -105,15 +114,17 @@ def export(model: Model, variables: Mapping, name: str, cut: str, *, zoo: str | 
 
 
 def resolve(name_or_path: str | os.PathLike, zoo: str | os.PathLike | None = None) -> Path:
-    """The entry folder for a zoo name, an entry folder, or a pretrain run directory."""
-    path = Path(name_or_path).expanduser()
-    for candidate in (path, path / RUN_BACKBONE_DIR):
-        if (candidate / BACKBONE_FILE).is_file():
-            return candidate.resolve()
+    """The entry folder for a zoo name, an entry folder, or a pretrain run directory. A plain name
+    (no ``/``) is a zoo name first, so a folder of that name in the current directory never shadows
+    the zoo entry; write ``./NAME`` to mean the folder."""
     if isinstance(name_or_path, str) and _NAME.match(name_or_path):
         entry = entry_dir(name_or_path, zoo)
         if (entry / BACKBONE_FILE).is_file():
             return entry
+    path = Path(name_or_path).expanduser()
+    for candidate in (path, path / RUN_BACKBONE_DIR):
+        if (candidate / BACKBONE_FILE).is_file():
+            return candidate.resolve()
     root = zoo_dir(zoo)
     names = sorted(p.name for p in root.iterdir() if (p / BACKBONE_FILE).is_file()) if root.is_dir() else []
     raise NotFoundError(f"No pretrained backbone {str(name_or_path)!r}: not an entry folder, not a pretrain "
@@ -124,6 +135,7 @@ def resolve(name_or_path: str | os.PathLike, zoo: str | os.PathLike | None = Non
 def load(name_or_path: str | os.PathLike, zoo: str | os.PathLike | None = None) -> tuple[Model, dict]:
     """``(backbone model, variables)`` of a zoo name, an entry folder or a pretrain run directory."""
     entry = resolve(name_or_path, zoo)
+    _check_no_links(entry)
     backbone = model_from_config(json.loads((entry / BACKBONE_FILE).read_text()))
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), backbone.abstract_variables())
     with ocp.StandardCheckpointer() as ckptr:
