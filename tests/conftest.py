@@ -42,3 +42,14 @@ def digits_splits(digits_tfds_dir):
     splits = data.load_dataset("digits", data_dir=digits_tfds_dir, splits={"validation": 0.15, "test": 0.2},
                                seed=0)
     return data.preprocess_splits(splits, {"rescale": 1 / 255})[0]
+
+
+@pytest.fixture(scope="session")
+def straight(tmp_path_factory, digits_tfds_dir):
+    """The reference run: ``fluxnet train`` for 3 epochs in one go, in its own process."""
+    from runs_support import CONFIG, fluxnet_process, overrides
+
+    workdir = tmp_path_factory.mktemp("runs") / "straight"
+    proc = fluxnet_process(["train", CONFIG, *overrides(digits_tfds_dir), "--workdir", str(workdir), "--quiet"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, proc.stdout

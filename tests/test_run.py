@@ -20,59 +20,11 @@ import fluxnet as fx
 from fluxnet import cli, runs
 from fluxnet.errors import RunLockedError
 from fluxnet.runs import RunLock
-from fluxnet.runs.build import build_trainer, configured_model, prepare_data
+from fluxnet.runs.build import configured_model, prepare_data
 from fluxnet.runs.config import load_saved_config
 from fluxnet.runs.workdir import note_stretched_schedule
 from fluxnet.train.checkpoint import Checkpointer
-from fluxnet.models import model_from_config
-
-CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "digits_cnn.py")
-# EarlyStopping watches val_loss in mode "max", which never improves on epoch 1: it runs all 3 epochs
-# and then restores epoch 1's weights, so the final model differs from the last checkpoint's.
-EARLY_STOPPING = '{"monitor": "val_loss", "mode": "max", "patience": 5, "restore_best_weights": True}'
-
-
-def overrides(data_dir, epochs=3, *extra):
-    return [f"data.data_dir={data_dir}", "model.cnn.filters=(8,)", "model.cnn.dense_units=16",
-            "train.batch_size=64", "optimizer.schedule=constant", f"train.early_stopping={EARLY_STOPPING}",
-            f"train.epochs={epochs}", *extra]
-
-
-def fluxnet_process(args, crash_at=None):
-    env = {k: v for k, v in os.environ.items() if k != "FLUXNET_CRASH_AT"}
-    if crash_at:
-        env["FLUXNET_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-m", "fluxnet.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
-
-
-def latest_state(workdir: Path):
-    """The latest checkpoint's TrainState, restored as a fresh process would."""
-    config = load_saved_config(workdir / "config.json")
-    model = model_from_config(json.loads((workdir / "model.json").read_text()))
-    trainer = build_trainer(config, model, steps=1)
-    checkpointer = Checkpointer(workdir / "checkpoints", read_only=True)
-    state, _, _ = checkpointer.restore(checkpointer.latest_step(), trainer.abstract_state())
-    checkpointer.close()
-    return jax.device_get(state)
-
-
-def assert_same_run(workdir: Path, reference: Path):
-    """Bit-identical results: metrics.jsonl, summary.json's numbers, the latest checkpoint."""
-    assert (workdir / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
-    ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (workdir, reference))
-    for key in ("test", "best_checkpoint", "history", "epochs_completed", "steps", "baseline"):
-        assert ours[key] == theirs[key], key
-    assert repr(ours["test"]["loss"]) == repr(theirs["test"]["loss"])
-    same = jax.tree.map(lambda a, b: np.array_equal(a, b), latest_state(workdir), latest_state(reference))
-    assert all(jax.tree.leaves(same))
-    assert not glob.glob(str(workdir / "checkpoints" / "*tmp*"))
-
-
-def snapshot(directory: Path) -> dict:
-    return {str(p): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
-            for p in sorted(directory.rglob("*"))}
-
+from runs_support import CONFIG, assert_same_run, fluxnet_process, latest_state, overrides, snapshot
 
 def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
     """Scalars of TensorBoard event files (TFRecord framing, parsed without TensorFlow)."""
@@ -89,15 +41,6 @@ def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
             for value in event.summary.value:
                 scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
     return scalars
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory, digits_tfds_dir):
-    """The reference: ``fluxnet train`` for 3 epochs in one go, in its own process."""
-    workdir = tmp_path_factory.mktemp("runs") / "straight"
-    proc = fluxnet_process(["train", CONFIG, *overrides(digits_tfds_dir), "--workdir", str(workdir), "--quiet"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir, proc.stdout
 
 
 def test_train_writes_the_run_directory(straight):

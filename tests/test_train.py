@@ -253,7 +253,7 @@ def test_param_groups_and_frozen_layers(digits_splits):
     assert not leaves_equal(before[first], after[first])
     assert leaves_equal(before[second], after[second]) and leaves_equal(before[logits], after[logits])
     with pytest.raises(ValueError, match=f"no group to the trainable layers \\['{first}'\\]"):
-        fx.Trainer(model, optimizer={"still": "sgd"}, param_groups={logits: "still"})
+        fx.Trainer(model, loss=LOGITS_CE, optimizer={"still": "sgd"}, param_groups={logits: "still"})
 
 
 # ------------------------------------------------------------------------------------------ failures

@@ -11,13 +11,15 @@ A user's mistake (a ``FluxnetError``: a bad config, missing data, a locked workd
 machine (a full disk, a read-only folder) ends the command with a one-line message and exit code 2; a
 training loss that becomes NaN or inf with exit code 1 (the last good checkpoint is kept); SIGTERM and
 SIGINT stop a run cleanly with 143 and 130. Anything else is a bug and ends with its traceback (exit
-code 1). Library chatter (absl warnings of orbax and tensorflow-datasets) stays out of the terminal.
+code 1). Library chatter (absl warnings of orbax and tensorflow-datasets, tfds' progress bars) stays out of the
+terminal.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
 from fluxnet.cli import augment_preview, baseline, errors, evaluate, summary, train
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     absl_logging.set_verbosity(absl_logging.ERROR)
+    tfds.disable_progress_bar()  # preparing a data set: fluxnet's own progress is enough
     sys.unraisablehook = errors.quiet_closed_loop_reports(sys.unraisablehook)
     try:
         initialize_distributed()

@@ -430,7 +430,7 @@ def _class_id_labels(y: np.ndarray, split: str) -> np.ndarray:
     fractional = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
     if fractional.size:
         raise DataError(f"The {split} labels must be whole class ids: {fractional.size} of {y.size} are not "
-                        f"(first at index {fractional[0]}: {y[fractional[0]]!r}).")
+                        f"(first at index {fractional[0]}: {y[fractional[0]]}).")
     return y.astype(np.int64)
 
 
