@@ -202,3 +202,9 @@ def test_the_run_files_are_written_atomically(finished, digits_tfds_dir, monkeyp
     assert not list(finished.glob(".*.tmp"))
     proc = fluxnet_process(train_args(digits_tfds_dir, finished))
     assert proc.returncode == 0
+
+
+def test_library_chatter_stays_out_of_the_terminal(straight):
+    """No absl warnings (orbax's read-only notice, tfds' OpenCV notice) and no tfds progress bars."""
+    proc = fluxnet_process(["evaluate", str(straight[0])])
+    assert proc.returncode == 0 and proc.stderr == ""
