@@ -24,6 +24,7 @@ def get_config() -> ConfigDict:
     config.model = ConfigDict({
         "name": "cnn",                    # mlp | cnn | resnet
         "cnn": {"filters": (32, 64), "dense_units": 128, "dropout": 0.3, "batch_norm": True},
+        "mlp": {"units": (128,), "dropout": 0.2},   # model.name=mlp
     })
     config.loss = ConfigDict({"name": "sparse_categorical_crossentropy", "from_logits": True})
     config.metrics = ("accuracy",)

@@ -6,6 +6,7 @@
     fluxnet summary CONFIG [key=value ...]                               (summary.py)
     fluxnet baseline CONFIG [key=value ...]                              (baseline.py)
     fluxnet augment-preview CONFIG [key=value ...] [--output PNG]        (augment_preview.py)
+    fluxnet sweep | tune | cv CONFIG [key=value ...] ...                 (experiments.py)
 
 A user's mistake (a ``FluxnetError``: a bad config, missing data, a locked workdir...) or a fault of the
 machine (a full disk, a read-only folder) ends the command with a one-line message and exit code 2; a
@@ -22,10 +23,10 @@ import sys
 import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
-from fluxnet.cli import augment_preview, baseline, errors, evaluate, summary, train
+from fluxnet.cli import augment_preview, baseline, errors, evaluate, experiments, summary, train
 from fluxnet.train.sharding import initialize_distributed
 
-COMMANDS = (train, evaluate, summary, baseline, augment_preview)
+COMMANDS = (train, experiments, evaluate, summary, baseline, augment_preview)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import math
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping
 
 import ml_collections
@@ -27,8 +28,8 @@ from fluxnet.tree import plain  # noqa: F401  (re-exported: the run layer's conf
 ConfigDict = ml_collections.ConfigDict
 
 
-def load_config(path: str | Path) -> ConfigDict:
-    """The ConfigDict returned by ``get_config()`` in the Python file at ``path``."""
+def config_module(path: str | Path) -> ModuleType:
+    """The config file at ``path``, imported (its ``get_config()`` and, for sweeps, ``get_sweep()``)."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"Config file {str(path)!r} does not exist.")
@@ -37,7 +38,12 @@ def load_config(path: str | Path) -> ConfigDict:
         raise ConfigError(f"Config file {str(path)!r} is not an importable Python file.")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    get_config = getattr(module, "get_config", None)
+    return module
+
+
+def load_config(path: str | Path) -> ConfigDict:
+    """The ConfigDict returned by ``get_config()`` in the Python file at ``path``."""
+    get_config = getattr(config_module(path), "get_config", None)
     if not callable(get_config):
         raise ConfigError(f"Config file {str(path)!r} defines no get_config() function.")
     cfg = get_config()

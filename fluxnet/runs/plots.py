@@ -6,7 +6,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,7 +18,7 @@ def _pyplot():
 
 def training_curves(history: Mapping[str, Sequence[float]], path: str) -> None:
     """One panel per quantity (loss, each metric): train and validation against epochs."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [k for k in history if not k.startswith("val_") and k != "learning_rate"]
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -35,7 +36,7 @@ def training_curves(history: Mapping[str, Sequence[float]], path: str) -> None:
 
 def confusion_matrix_plot(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], path: str) -> np.ndarray:
     """Counts of (true, predicted) class pairs as a heat map; returns the matrix."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(class_names)
     matrix = np.zeros((n, n), np.int64)
     np.add.at(matrix, (np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()), 1)

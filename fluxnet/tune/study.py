@@ -1,0 +1,225 @@
+"""Experiments as Optuna studies: a sweep (grid or random points, enqueued) or a search (a sampler and a
+pruner), run by one or more workers that share the study's storage.
+
+The storage is an Optuna ``JournalStorage`` file in the experiment directory unless a URL is given
+(``sqlite:///...`` for one machine, ``postgresql://...`` for many). ``n_trials`` is the study's total of
+finished trials (complete + pruned; a sweep counts failed points too) over all workers: after each
+``ask`` (trial numbers are atomic in the storage) a worker counts the smaller-numbered trials that
+finished or are still running, and a trial past the total is marked surplus (recorded as failed with
+the ``surplus`` attribute; not a result) instead of being run. A trial left running by a dead worker
+(its run directory unlocked, its process gone) is resumed from its checkpoint in its directory, once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from sqlalchemy.exc import SQLAlchemyError
+from ml_collections import ConfigDict
+
+from fluxnet.errors import ConfigError, RunLockedError
+from fluxnet.metrics import monitor_mode
+from fluxnet.runs.build import prepare_data
+from fluxnet.runs.config import to_json
+from fluxnet.runs.lock import RunLock
+from fluxnet.runs.schema import check_run_config, logged_names
+from fluxnet.tune import space as spaces
+from fluxnet.tune.folds import cross_validated_trial
+from fluxnet.tune.trial import Pruning, TrialOutcome, record_failure, train_validated
+
+JOURNAL = "study.journal"
+TRIALS = "trials"
+SAMPLERS = ("tpe", "random", "cmaes", "grid")
+PRUNERS = ("median", "hyperband", "none")
+OWNER, POINT, SURPLUS, ERROR = "owner", "point", "surplus", "error"  # trial user attributes
+T = optuna.trial.TrialState
+
+
+@dataclasses.dataclass
+class Experiment:
+    """What every trial shares: the base config, the space, where trials live and how they are scored
+    (``metric`` of the final state on validation, or its mean over ``cv`` folds)."""
+
+    config: ConfigDict
+    space: dict[str, spaces.Dimension]
+    workdir: Path
+    metric: str = "val_accuracy"
+    direction: str | None = None  # default: the metric's own ("max" for accuracy-like names)
+    cv: int | None = None
+
+    def __post_init__(self):
+        self.workdir = Path(self.workdir)
+        if self.direction is None:
+            self.direction = "maximize" if monitor_mode(self.metric) == "max" else "minimize"
+        if self.direction not in ("maximize", "minimize"):
+            raise ConfigError(f"--direction must be maximize or minimize, got {self.direction!r}.")
+        check_run_config(self.config)
+        logged = [n for n in logged_names(self.config) if n.startswith("val_")]
+        if self.metric not in logged:
+            raise ConfigError(f"--metric {self.metric!r} is not a validation metric the trials log; choose one of "
+                              f"{', '.join(logged) or 'none (the config has no validation split)'}.")
+        if self.cv is not None and (isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2):
+            raise ConfigError(f"--cv must be an int >= 2, got {self.cv!r}.")
+        spaces.check(self.space, self.config)
+
+    def trial_dir(self, number: int) -> Path:
+        return self.workdir / TRIALS / str(number)
+
+
+def quiet_optuna() -> None:
+    """Optuna's INFO lines and experimental warnings stay out of the terminal."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def sampler_for(name: str, space: dict[str, spaces.Dimension], seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler({k: list(d.grid_values()) for k, d in space.items()}, seed=seed)
+    raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}.")
+
+
+def pruner_for(name: str, n_trials: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, n_trials // 4)), n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}.")
+
+
+def open_study(exp: Experiment, *, storage: str | None = None, name: str | None = None,
+               sampler: optuna.samplers.BaseSampler | None = None,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """The experiment's study, created on first use (``storage`` None: a journal file in its workdir)."""
+    quiet_optuna()
+    if storage is None:
+        exp.workdir.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(exp.workdir / JOURNAL)))
+    try:
+        return optuna.create_study(study_name=name or exp.workdir.name, storage=storage, sampler=sampler,
+                                   pruner=pruner, direction=exp.direction, load_if_exists=True)
+    except (ValueError, ImportError, SQLAlchemyError) as err:  # a malformed URL, a missing database driver
+        raise ConfigError(f"Cannot open the study storage {storage!r}: {err}") from None
+
+
+def enqueue(study: optuna.Study, points: list[dict[str, Any]]) -> None:
+    """Queue the points not yet in the study (each tagged with its index; duplicates from workers that
+    queued at once are resolved at run time: the smallest-numbered trial of a point runs)."""
+    queued = {t.user_attrs.get(POINT) for t in study.get_trials(deepcopy=False)}
+    for i, params in enumerate(points):
+        if i not in queued:
+            study.enqueue_trial(params, user_attrs={POINT: i}, skip_if_exists=False)
+
+
+def _owner() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _owner_alive(trial: optuna.trial.FrozenTrial) -> bool:
+    owner = trial.user_attrs.get(OWNER)
+    if not owner or owner.get("host") != socket.gethostname():
+        return True  # not provably dead: its run-directory lock decides
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return owner["pid"] != os.getpid()
+
+
+def _counts(trial: optuna.trial.FrozenTrial, count_failed: bool) -> bool:
+    """Whether ``trial`` is one of the study's ``n_trials``: finished or running, not surplus."""
+    if trial.user_attrs.get(SURPLUS):
+        return False
+    return trial.state in (T.COMPLETE, T.PRUNED, T.RUNNING) or (count_failed and trial.state == T.FAIL)
+
+
+def _duplicate_point(study: optuna.Study, trial: optuna.trial.Trial) -> bool:
+    point = trial.user_attrs.get(POINT)
+    return point is not None and any(t.user_attrs.get(POINT) == point and t.number < trial.number
+                                     and not t.user_attrs.get(SURPLUS) for t in study.get_trials(deepcopy=False))
+
+
+def run_worker(exp: Experiment, study: optuna.Study, n_trials: int, *, prune: bool, count_failed: bool = False,
+               verbose: int = 0, should_stop: Callable[[int], Any] | None = None,
+               on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
+    """Run trials of ``study`` until it holds ``n_trials`` of them (see the module docstring)."""
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ConfigError(f"--trials must be an int >= 1, got {n_trials!r}.")
+    data_cache: dict[str, Any] = {}
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        orphans = [t for t in trials if t.state == T.RUNNING and not t.user_attrs.get(SURPLUS) and not _owner_alive(t)]
+        if any(_run_claimed(exp, study, optuna.trial.Trial(study, t._trial_id), prune, verbose, should_stop,
+                            data_cache, on_trial) for t in orphans[:1]):
+            continue
+        if sum(_counts(t, count_failed) for t in trials) >= n_trials:
+            return
+        trial = study.ask()
+        trial.set_user_attr(OWNER, _owner())
+        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and _counts(t, count_failed)]
+        if len(earlier) >= n_trials or _duplicate_point(study, trial):
+            trial.set_user_attr(SURPLUS, True)
+            study.tell(trial, state=T.FAIL)
+            continue
+        _run_claimed(exp, study, trial, prune, verbose, should_stop, data_cache, on_trial)
+
+
+def _run_claimed(exp: Experiment, study: optuna.Study, trial: optuna.trial.Trial, prune: bool, verbose: int,
+                 should_stop, data_cache: dict, on_trial) -> bool:
+    """Lock the trial's run directory and run (or resume) it to its end; False if another process holds it."""
+    lock = RunLock(exp.trial_dir(trial.number))
+    with lock:
+        try:
+            lock.acquire()
+        except RunLockedError:
+            return False
+        trial.set_user_attr(OWNER, _owner())
+        outcome = run_trial(exp, trial, spaces.suggest(trial, exp.space), prune, lock, verbose, should_stop,
+                            data_cache)
+    if outcome.state == "complete":
+        study.tell(trial.number, outcome.validation[exp.metric])
+    elif outcome.state == "pruned":
+        study.tell(trial.number, state=T.PRUNED)
+    else:
+        trial.set_user_attr(ERROR, outcome.error)
+        study.tell(trial.number, state=T.FAIL)
+    if on_trial is not None:
+        on_trial(next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
+    return True
+
+
+def run_trial(exp: Experiment, trial: optuna.trial.Trial, params: dict, prune: bool, lock: RunLock, verbose: int,
+              should_stop, data_cache: dict) -> TrialOutcome:
+    """Train ``trial`` with ``params`` into its run directory (its folds with ``exp.cv``)."""
+    workdir, extra = exp.trial_dir(trial.number), {"trial": trial.number, "params": params}
+    try:
+        config = spaces.with_params(exp.config, params)
+        check_run_config(config)
+    except ConfigError as err:  # a swept value the config cannot take
+        return record_failure(workdir, err, 0.0, extra)
+    if exp.cv:
+        return cross_validated_trial(config, workdir, exp.cv, extra=extra, should_stop=should_stop)
+    key = json.dumps([to_json(config.data), config.seed], sort_keys=True)
+    if key not in data_cache:  # trials that share the data config share its arrays
+        data_cache.clear()
+        data_cache[key] = prepare_data(config)[0]
+    callbacks = [Pruning(trial, exp.metric)] if prune else []
+    return train_validated(config, workdir, data_cache[key], verbose=verbose, should_stop=should_stop,
+                           callbacks=callbacks, lock=lock, extra=extra)
