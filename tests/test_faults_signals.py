@@ -35,7 +35,7 @@ def test_sigterm_mid_epoch_saves_exits_143_and_the_resume_is_exact(straight, tmp
 
 def test_sigint_during_training_exits_130_with_one_line(tmp_path, digits_tfds_dir):
     workdir = tmp_path / "interrupted"
-    args = ["train", CONFIG, *overrides(digits_tfds_dir, 300), "--workdir", str(workdir), "--quiet"]
+    args = ["train", CONFIG, *overrides(digits_tfds_dir, 100_000), "--workdir", str(workdir), "--quiet"]
     proc = subprocess.Popen([sys.executable, "-m", "fluxnet.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     for _ in range(1200):

@@ -154,7 +154,8 @@ def test_a_killed_sweep_loses_nothing_and_resumes_its_running_trial(tmp_path, di
     assert (workdir / "trials" / "0" / "summary.json").read_bytes() == first   # never rewritten
     rows = read_csv(workdir / "results.csv")
     assert [r["trial"] for r in rows] == ["0", "1", "2"] and {r["state"] for r in rows} == {"complete"}
-    epochs = [json.loads(line)["epoch"] for line in (workdir / "trials" / "1" / "metrics.jsonl").read_text().splitlines()]
+    lines = (workdir / "trials" / "1" / "metrics.jsonl").read_text().splitlines()
+    epochs = [json.loads(line)["epoch"] for line in lines]
     assert epochs == list(range(1, 41))               # resumed in its directory, each epoch once
 
 

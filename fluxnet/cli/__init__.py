@@ -1,5 +1,5 @@
-"""The ``fluxnet`` command line: one module per command, each parsing its arguments and calling
-``fluxnet.runs``.
+"""The ``fluxnet`` command line: a module per kind of command, each parsing its arguments and calling
+``fluxnet.runs`` or ``fluxnet.tune``.
 
     fluxnet train CONFIG [key=value ...] [--workdir DIR] [--quiet]       (train.py; also pretrain, transfer)
     fluxnet evaluate WORKDIR [--split test] [--best]                     (evaluate.py)

@@ -13,7 +13,7 @@ from ml_collections import ConfigDict
 from fluxnet.runs import jobs, workdir as run_dirs
 from fluxnet.tune import results
 from fluxnet.tune import space as spaces
-from fluxnet.tune.study import Experiment, enqueue, open_study, pruner_for, run_worker, sampler_for
+from fluxnet.tune.study import ERROR, Experiment, enqueue, open_study, pruner_for, run_worker, sampler_for
 
 METHODS = ("grid", "random")
 
@@ -58,7 +58,10 @@ def _progress(exp: Experiment, study: optuna.Study, verbose: int, search: bool =
         best = results.write(exp, study, search=search)
         if verbose:
             params = " ".join(f"{k}={v!r}" for k, v in trial.params.items())
-            value = f"{exp.metric} {trial.value:.4f}" if trial.value is not None else results.STATES[trial.state]
+            value = f"{exp.metric} {trial.value:.4f}" if trial.value is not None else ""
+            state = results.STATES[trial.state]
+            if state != "complete":  # pruned: its last reported value; failed: its error
+                value += f" ({state}: {trial.user_attrs[ERROR]})" if ERROR in trial.user_attrs else f" ({state})"
             best_text = f"best {best['value']:.4f} (trial {best['trial']})" if best else "no complete trial yet"
             print(f"trial {trial.number}: {params} -> {value}; {best_text}", flush=True)
 
