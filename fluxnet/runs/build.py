@@ -1,0 +1,99 @@
+"""From a config to the objects a run needs: data splits, the model, its augmentation, the Trainer and
+its callbacks. Nothing here reads or writes a run directory."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping
+
+from ml_collections import ConfigDict
+
+from fluxnet import losses, optimizers
+from fluxnet.augment import Pipeline
+from fluxnet.data import DEFAULT_SPLITS, limit_per_class, load_dataset, num_batches, preprocess_splits, select_classes
+from fluxnet.data.splits import DatasetMetadata, DatasetSplits
+from fluxnet.models import Model
+from fluxnet.models.builders import build_model
+from fluxnet.train import EarlyStopping, MetricsLog, TensorBoard, Trainer
+from fluxnet.tree import plain
+
+METRICS_FILE, TENSORBOARD_DIR = "metrics.jsonl", "tensorboard"
+
+
+def load_splits(config: ConfigDict) -> DatasetSplits:
+    """The configured data set split (raw images), restricted to ``data.classes`` (relabelled 0..k-1) and
+    to ``data.train_per_class`` training examples per class where set."""
+    d = config.data
+    splits = load_dataset(d.name, data_dir=d.data_dir, splits=plain(d.splits), seed=config.seed,
+                          stratify=d.stratify, image_size=d.image_size)
+    if d.get("classes"):
+        splits = select_classes(splits, d.classes)
+    if d.get("train_per_class"):
+        splits = dataclasses.replace(splits, train=limit_per_class(splits.train, d.train_per_class, seed=config.seed))
+    return splits
+
+
+def preprocess(config: ConfigDict, splits: DatasetSplits) -> tuple[DatasetSplits, Any]:
+    """``(splits, preprocessor)``: ``data.preprocess`` fitted on the training split only, applied to all."""
+    return preprocess_splits(splits, plain(config.data.preprocess))
+
+
+def prepare_data(config: ConfigDict) -> tuple[DatasetSplits, Any]:
+    """``(splits, preprocessor)``: :func:`load_splits`, then :func:`preprocess`."""
+    return preprocess(config, load_splits(config))
+
+
+def configured_model(config: ConfigDict, metadata: DatasetMetadata) -> Model:
+    """The model ``model.name`` builds (arguments from ``model.<name>``) for the data's shape and classes."""
+    name = config.model.name
+    return build_model(name, metadata.image_shape, metadata.num_classes, **plain(config.model.get(name, {})))
+
+
+def build_augment(config: ConfigDict, num_classes: int) -> Pipeline | None:
+    """The on-device augmentation pipeline of ``config.augment`` (a list of ops), or None."""
+    ops = plain(config.get("augment"))
+    return Pipeline.from_config(ops, num_classes=num_classes) if ops else None
+
+
+def steps_per_epoch(config: ConfigDict, train_size: int) -> int:
+    return num_batches(train_size, config.train.batch_size, True)
+
+
+def build_optimizer(config: ConfigDict, steps: int, learning_rate: float | None = None):
+    """``config.optimizer`` for a run of ``steps`` steps per epoch (its schedules span the run), with
+    ``learning_rate`` replacing the configured one where given."""
+    opt = plain(config.optimizer)
+    if learning_rate is not None:
+        opt = {**opt, "learning_rate": learning_rate}
+    return optimizers.build_optimizer(opt, total_steps=max(1, config.train.epochs * steps))
+
+
+def build_trainer(config: ConfigDict, model: Model, steps: int, optimizer: Any = None,
+                  param_groups: Mapping[str, str] | None = None) -> Trainer:
+    """The Trainer a config describes (``optimizer``: an optax transform, or one per parameter group
+    of ``param_groups``, replacing the config's); ``config.augment`` runs inside its train step."""
+    loss_cfg = dict(plain(config.loss))
+    loss = losses.get(loss_cfg.pop("name"), **loss_cfg)
+    return Trainer(model, loss=loss, optimizer=build_optimizer(config, steps) if optimizer is None else optimizer,
+                   metrics=list(config.metrics), augment=build_augment(config, model.outputs[0].shape[-1]),
+                   steps_per_execution=config.train.steps_per_execution, param_groups=param_groups,
+                   parallel=config.train.get("parallel", "sharding"))
+
+
+def early_stopping(config: ConfigDict) -> EarlyStopping | None:
+    """``train.early_stopping`` as a callback, or None when it sets no patience."""
+    es = plain(config.train.early_stopping)
+    return EarlyStopping(**es) if es and es.get("patience") else None
+
+
+def build_callbacks(config: ConfigDict, workdir: Path) -> list:
+    """The callbacks of a run: ``metrics.jsonl``, TensorBoard, and EarlyStopping where configured."""
+    es = early_stopping(config)
+    return [MetricsLog(str(workdir / METRICS_FILE)), TensorBoard(str(workdir / TENSORBOARD_DIR)),
+            *([es] if es else [])]
+
+
+def checkpoint_monitor(config: ConfigDict) -> str | None:
+    """The metric that ranks checkpoints (``train.checkpoint.monitor``); None without a validation split."""
+    has_validation = (plain(config.data.splits) or DEFAULT_SPLITS).get("validation") is not None
+    return plain(config.train.checkpoint).get("monitor") if has_validation else None

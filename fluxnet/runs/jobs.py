@@ -1,0 +1,128 @@
+"""The jobs of the command line: ``train``, ``pretrain`` and ``transfer``, each build -> fit -> report
+in one locked run directory, and ``baseline``.
+
+Each job first checks the config and refuses a workdir of another config (reading only), and locks an
+existing workdir at once, so a second process on it stops before any work; a new workdir is created
+(and locked) only once the data and model are built and checked, so a mistake leaves nothing behind.
+``should_stop`` (a :class:`~fluxnet.runs.signals.StopSignals`) is asked between phases and after every
+training step: a signal ends the job with ``TrainingInterrupted`` and nothing half-written.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+from ml_collections import ConfigDict
+
+from fluxnet import optimizers
+from fluxnet.models import Model
+from fluxnet.runs.baselines import baselines
+from fluxnet.runs.build import build_optimizer, configured_model, prepare_data, steps_per_epoch
+from fluxnet.runs.fit import FitResult, fit_run
+from fluxnet.runs.lock import RunLock
+from fluxnet.runs.report import write_report
+from fluxnet.runs.schema import check_run_config
+from fluxnet.runs.signals import StopSignals
+from fluxnet.runs.workdir import check_workdir
+from fluxnet.train.faults import CrashPoint
+from fluxnet.transfer import build_transfer_model, configure, pretrained
+from fluxnet.tree import plain
+
+
+def _claim(config: ConfigDict, workdir: Path, lock: RunLock) -> None:
+    check_run_config(config)
+    check_workdir(config, workdir)
+    if workdir.exists():
+        lock.acquire()
+
+
+def _fit_and_report(config: ConfigDict, workdir: Path, lock: RunLock, model: Model, splits, *, verbose: int,
+                    crash_at: CrashPoint | None, should_stop: StopSignals | None, extra_summary=None,
+                    **fit_options) -> tuple[FitResult, dict]:
+    """fit -> report in the locked ``workdir``, stopping cleanly between the phases on a signal."""
+    if should_stop is not None:
+        should_stop.check(f"{workdir} was not changed")
+    fit = fit_run(config, workdir, model, splits, verbose=verbose, lock=lock, crash_at=crash_at,
+                  should_stop=should_stop, **fit_options)
+    if should_stop is not None:
+        should_stop.check(f"training is complete and saved in {workdir}; run the same command to write its report")
+    summary = write_report(config, workdir, fit, splits, verbose=verbose, extra_summary=extra_summary)
+    if should_stop is not None:
+        should_stop.check(f"the run in {workdir} is complete and reported")
+    return fit, summary
+
+
+def train(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
+          crash_at: CrashPoint | None = None, should_stop: StopSignals | None = None) -> dict:
+    """``fluxnet train``: the configured model on the configured data, with a run directory."""
+    workdir = Path(workdir)
+    with RunLock(workdir) as lock:
+        _claim(config, workdir, lock)
+        splits, _ = prepare_data(config)
+        model = configured_model(config, splits.metadata)
+        if verbose:
+            model.summary()
+        return _fit_and_report(config, workdir, lock, model, splits, verbose=verbose, crash_at=crash_at,
+                               should_stop=should_stop)[1]
+
+
+def pretrain(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
+             crash_at: CrashPoint | None = None, should_stop: StopSignals | None = None) -> dict:
+    """``fluxnet pretrain``: train the configured model, then export the layers up to ``pretrain.cut``
+    to ``WORKDIR/backbone`` and, when ``pretrain.name`` is set, to the zoo."""
+    workdir, p = Path(workdir), config.pretrain
+    if p.name is not None:
+        pretrained.entry_dir(p.name, p.zoo)  # a bad zoo name fails before training
+    with RunLock(workdir) as lock:
+        _claim(config, workdir, lock)
+        splits, _ = prepare_data(config)
+        model = configured_model(config, splits.metadata)
+        model.get_layer(p.cut)  # an unknown cut layer fails before training (listing the layer names)
+        fit, summary = _fit_and_report(config, workdir, lock, model, splits, verbose=verbose, crash_at=crash_at,
+                                       should_stop=should_stop)
+        backbone = Model(model.inputs, model.get_layer(p.cut).output, name="backbone")
+        variables = jax.device_get(fit.state.variables)
+        info = {"source": {"data": config.data.name, "classes": list(config.data.get("classes") or []) or None,
+                           "class_names": list(splits.metadata.class_names)},
+                "cut": p.cut, "test": summary["test"], "workdir": str(workdir.resolve())}
+        pretrained.save_backbone(backbone, variables, workdir / pretrained.RUN_BACKBONE_DIR, info=info,
+                                 overwrite=True)
+    if p.name is not None:
+        path = pretrained.save_backbone(backbone, variables, pretrained.entry_dir(p.name, p.zoo), info=info,
+                                        overwrite=p.overwrite)
+        if verbose:
+            print(f"Backbone exported to the zoo as {p.name!r}: {path}")
+    return summary
+
+
+def transfer(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
+             crash_at: CrashPoint | None = None, should_stop: StopSignals | None = None) -> dict:
+    """``fluxnet transfer``: a new head on the configured backbone, trained in the configured mode
+    (the backbone's group learns at ``transfer.backbone_lr_factor`` times the head's rate)."""
+    workdir, t = Path(workdir), config.transfer
+    with RunLock(workdir) as lock:
+        _claim(config, workdir, lock)
+        backbone, backbone_variables = pretrained.load(t.backbone, t.zoo)
+        splits, _ = prepare_data(config)
+        model = build_transfer_model(backbone, splits.metadata.num_classes, **plain(t.head))
+        groups = configure(model, backbone, t.mode, t.fine_tune_layers)
+        init = pretrained.restore_into(model.init(jax.random.key(config.seed)), backbone_variables,
+                                       exclude=list(t.exclude))
+        steps = steps_per_epoch(config, len(splits.train))
+        head_lr = config.optimizer.get("learning_rate") or optimizers.default_learning_rate(config.optimizer.name)
+        txs = {"head": build_optimizer(config, steps),
+               "backbone": build_optimizer(config, steps, learning_rate=head_lr * t.backbone_lr_factor)}
+        if verbose:
+            model.summary()
+        extra = {"transfer": {"mode": t.mode, "backbone": str(pretrained.resolve(t.backbone, t.zoo))}}
+        return _fit_and_report(config, workdir, lock, model, splits, verbose=verbose, crash_at=crash_at,
+                               should_stop=should_stop, extra_summary=extra, optimizer=txs, param_groups=groups,
+                               init_variables=init)[1]
+
+
+def baseline_report(config: ConfigDict) -> dict:
+    """``fluxnet baseline``: majority-class and logistic-regression accuracy on the test split."""
+    splits, _ = prepare_data(config)
+    return baselines(splits.train.images, splits.train.labels, splits.test.images, splits.test.labels,
+                     seed=config.seed)

@@ -1,0 +1,104 @@
+"""What a run config must hold, checked whole before a run touches anything.
+
+:func:`check_run_config` names the first offending key and what it expects. ``OPTIONAL`` lists the
+settings that ``key=None`` may turn off on the command line (a key whose default is None takes None
+too); a required setting given None is refused here by name.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Mapping, Sequence
+
+from ml_collections import ConfigDict
+
+from fluxnet import metrics as metrics_lib
+from fluxnet.errors import ConfigError
+from fluxnet.tree import plain
+
+GROUPS = ("data", "loss", "optimizer", "train")  # and "model", or the "transfer" group that replaces it
+OPTIONAL = frozenset({
+    "data.data_dir", "data.splits.validation", "data.splits.test", "data.image_size", "data.classes",
+    "data.train_per_class", "data.preprocess.rescale", "augment", "optimizer.learning_rate", "optimizer.schedule",
+    "optimizer.weight_decay", "optimizer.clipnorm", "optimizer.clipvalue", "optimizer.global_clipnorm",
+    "train.class_weight", "train.early_stopping", "train.checkpoint.monitor", "pretrain.name", "pretrain.zoo",
+    "transfer.zoo", "transfer.fine_tune_layers",
+})
+
+
+def is_optional(key: str) -> bool:
+    return key in OPTIONAL
+
+
+def _get(config: ConfigDict, key: str) -> Any:
+    value = config
+    for part in key.split("."):
+        value = value.get(part) if hasattr(value, "get") else None
+    return plain(value)
+
+
+def _int(config: ConfigDict, key: str, minimum: int | None = None, optional: bool = False) -> None:
+    value = _get(config, key)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ConfigError(f"Config key {key!r} must be an int{bound}{' or None' if optional else ''}, got {value!r}.")
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+def logged_names(config: ConfigDict) -> list[str]:
+    """What a run logs each epoch: the loss, each metric, the learning rate, and val_* of the first two
+    when the data has a validation split."""
+    names = ["loss", *(metrics_lib.name_of(m) for m in plain(config.get("metrics")) or ())]
+    has_validation = (_get(config, "data.splits") or {}).get("validation", 0.1) is not None
+    return [*names, "learning_rate", *(f"val_{n}" for n in names if has_validation)]
+
+
+def _check_monitor(config: ConfigDict, key: str) -> None:
+    monitor = _get(config, key)
+    logged = logged_names(config)
+    if monitor is not None and monitor not in logged:
+        raise ConfigError(f"Config key {key!r} is {monitor!r}, which the run does not log; logged values: "
+                          f"{', '.join(logged)}.")
+
+
+def _check_class_weight(value: Any) -> None:
+    if value is None or value == "balanced":
+        return
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) \
+        if isinstance(value, Sequence) and not isinstance(value, str) else None
+    if items is None:
+        raise ConfigError(f"Config key 'train.class_weight' must be None, 'balanced', a dict or a list of "
+                          f"weights, got {value!r}.")
+    for cls, weight in items:
+        if not _finite(weight) or weight < 0:
+            raise ConfigError(f"Config key 'train.class_weight' gives class {cls} the weight {weight!r}; "
+                              "weights must be finite numbers >= 0.")
+
+
+def check_run_config(config: ConfigDict) -> None:
+    """Refuse a config no run can use, naming the key: missing groups, impossible counts, a learning
+    rate or rescale that is not a finite positive number, a monitor the run does not log, bad class
+    weights. Everything else is checked where it is used, still before the workdir is written."""
+    missing = [g for g in GROUPS if not hasattr(config.get(g), "keys")]
+    if missing:
+        raise ConfigError(f"The config has no {', '.join(repr(g) for g in missing)} group; a run config needs "
+                          f"{', '.join(GROUPS)} (see configs/digits_cnn.py).")
+    _int(config, "seed")
+    for key in ("train.epochs", "train.batch_size", "train.steps_per_execution", "train.checkpoint.keep"):
+        _int(config, key, minimum=1)
+    _int(config, "data.train_per_class", minimum=1, optional=True)
+    for key in ("optimizer.learning_rate", "data.preprocess.rescale"):
+        value = _get(config, key)
+        if value is not None and (not _finite(value) or value <= 0):
+            raise ConfigError(f"Config key {key!r} must be a finite number > 0 (or None), got {value!r}.")
+    _check_class_weight(_get(config, "train.class_weight"))
+    _check_monitor(config, "train.checkpoint.monitor")
+    early_stopping = _get(config, "train.early_stopping")
+    if early_stopping and early_stopping.get("patience"):
+        _int(config, "train.early_stopping.patience", minimum=0)
+        _check_monitor(config, "train.early_stopping.monitor")
