@@ -16,7 +16,8 @@ from fluxnet.runs.build import build_trainer
 from fluxnet.runs.config import load_saved_config
 from fluxnet.train.checkpoint import Checkpointer
 
-CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "digits_cnn.py")
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG = str(CONFIGS_DIR / "digits_cnn.py")
 # EarlyStopping watches val_loss in mode "max", which never improves on epoch 1: it runs all 3 epochs
 # and then restores epoch 1's weights, so the final model differs from the last checkpoint's.
 EARLY_STOPPING = '{"monitor": "val_loss", "mode": "max", "patience": 5, "restore_best_weights": True}'

@@ -30,6 +30,12 @@ from runs_support import CONFIG, cli_error, overrides
     ("seed=None", "Config key 'seed' expects a value of type int"),
     ("seed=1.5", "Config key 'seed' expects a value of type int"),
     ("model.cnn.filters=3", "Config key 'model.cnn.filters' expects a value of type tuple"),
+    ("seed=-1", "Config key 'seed' must be an int >= 0"),
+    ("seed=99999999999", "Config key 'seed' must be below 2**32"),
+    ("data.splits.test=None", "Config key 'data.splits.test' expects a value of type float"),
+    ("train.early_stopping={'patience': 1, 'bogus': 2}", "'train.early_stopping' has unknown argument(s) ['bogus']"),
+    ("train.class_weight={'a': 1.0}", "'train.class_weight' names the class 'a'; classes are ids"),
+    ("data.name=''", "Unknown data set ''"),
 ])
 def test_a_bad_setting_is_one_line_naming_the_key_and_nothing_is_written(override, message, tmp_path,
                                                                           digits_tfds_dir, capsys):
@@ -71,6 +77,22 @@ def test_none_turns_optional_settings_off_and_a_run_without_validation_trains(tm
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["data"]["validation"] == 0 and summary["epochs_completed"] == 2
     assert "val_loss" not in summary["history"] and summary["test"]["accuracy"] > 0
+
+
+def test_a_run_without_a_validation_split_needs_nothing_else_changed(tmp_path, digits_tfds_dir):
+    config = runs.resolve_config(CONFIG, [f"data.data_dir={digits_tfds_dir}", "model.cnn.filters=(8,)",
+                                          "train.epochs=1", "data.splits.validation=None"])
+    summary = runs.train(config, tmp_path / "w", verbose=0)   # checkpoints by recency; no val_* monitor
+    assert summary["data"]["validation"] == 0 and summary["best_checkpoint"]["epoch"] == 1
+
+
+def test_a_run_config_whose_default_has_no_test_split_is_refused_before_training(tmp_path, digits_tfds_dir):
+    path = tmp_path / "notest.py"
+    path.write_text(f"from fluxnet.runs.config import load_config\n\ndef get_config():\n"
+                    f"    c = load_config({CONFIG!r})\n    c.data.splits.test = None\n    return c\n")
+    with pytest.raises(ConfigError, match="'data.splits.test' is None, but a run reports its test metrics"):
+        runs.train(runs.resolve_config(path, [f"data.data_dir={digits_tfds_dir}"]), tmp_path / "w", verbose=0)
+    assert not (tmp_path / "w").exists()
 
 
 def test_the_schema_errors_are_config_errors_and_value_errors(digits_tfds_dir):

@@ -50,6 +50,16 @@ def test_one_file_under_two_classes_is_refused(folder):
         scan_image_folder(folder)
 
 
+def test_a_broken_link_and_an_empty_class_folder_are_named(folder):
+    os.symlink(folder / "nowhere.png", folder / "cat" / "gone.png")
+    with pytest.raises(DataError, match="'cat/gone.png' is a broken symbolic link"):
+        scan_image_folder(folder)
+    os.unlink(folder / "cat" / "gone.png")
+    (folder / "bird").mkdir()
+    with pytest.raises(DataError, match=r"the class folder\(s\) \['bird'\] hold no image files"):
+        scan_image_folder(folder)
+
+
 def test_a_decompression_bomb_is_a_data_error_naming_the_file(tmp_path, monkeypatch):
     image(tmp_path / "big.png", size=(64, 64))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)      # 4096 pixels > 2x the limit: PIL refuses

@@ -35,7 +35,8 @@ def test_sigterm_mid_epoch_saves_exits_143_and_the_resume_is_exact(straight, tmp
 
 def test_sigint_during_training_exits_130_with_one_line(tmp_path, digits_tfds_dir):
     workdir = tmp_path / "interrupted"
-    args = ["train", CONFIG, *overrides(digits_tfds_dir, 100_000), "--workdir", str(workdir), "--quiet"]
+    args = ["train", CONFIG, *overrides(digits_tfds_dir, 100_000, "train.early_stopping=None"), "--workdir",
+            str(workdir), "--quiet"]  # runs until it is stopped
     proc = subprocess.Popen([sys.executable, "-m", "fluxnet.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     for _ in range(1200):
@@ -88,6 +89,12 @@ def test_stop_signals_install_and_restore_the_handlers(monkeypatch):
         signal.raise_signal(signal.SIGTERM)                              # recorded, not fatal
         assert stop(0) == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before
+    signal.signal(signal.SIGINT, signal.SIG_IGN)                         # ignored by the parent (cmd &)
+    try:
+        with StopSignals():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(jax, "process_count", lambda: 2)                 # under jax.distributed: JAX's own
     with StopSignals():
         assert signal.getsignal(signal.SIGTERM) == before

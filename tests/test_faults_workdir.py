@@ -3,6 +3,7 @@ leaves the workdir as it was (content hashes; only ``.lock`` may be touched); da
 survived, never deleted, and the resumed run equals an uninterrupted one bit for bit."""
 import errno
 import json
+import os
 import shutil
 
 import numpy as np
@@ -208,3 +209,54 @@ def test_library_chatter_stays_out_of_the_terminal(straight):
     """No absl warnings (orbax's read-only notice, tfds' OpenCV notice) and no tfds progress bars."""
     proc = fluxnet_process(["evaluate", str(straight[0])])
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_a_planted_lock_link_is_refused_and_its_target_untouched(tmp_path, digits_tfds_dir, capsys):
+    workdir, victim = tmp_path / "w", tmp_path / "victim.txt"
+    workdir.mkdir()
+    victim.write_text("precious")
+    os.symlink(victim, workdir / ".lock")
+    assert cli.main(train_args(digits_tfds_dir, workdir, 1)) == 2
+    assert "cannot be used as the run directory's lock" in cli_error(capsys)
+    assert victim.read_text() == "precious"
+
+
+def test_a_damaged_best_checkpoint_is_noted_not_a_traceback(finished, capsys):
+    summary = json.loads((finished / "summary.json").read_text())
+    best = finished / "checkpoints" / str(summary["best_checkpoint"]["epoch"])
+    for f in (best / "meta").rglob("*"):
+        if f.is_file():
+            f.write_text("{bad")
+    assert cli.main(["evaluate", str(finished), "--best"]) == 2
+    err = capsys.readouterr().err
+    assert "is damaged and was skipped" in err and "has no best checkpoint that restores" in err
+    assert "Traceback" not in err
+
+
+def test_a_damaged_model_json_is_named(finished, capsys):
+    (finished / "model.json").write_text("{torn")
+    assert cli.main(["evaluate", str(finished)]) == 2
+    assert "model.json is damaged" in cli_error(capsys)
+
+
+def test_a_tensorstore_resource_error_is_a_machine_fault():
+    from fluxnet.cli.errors import environment_fault
+
+    err = ValueError("RESOURCE_EXHAUSTED: Error writing local file: No space left on device [os_error_code='28']")
+    assert environment_fault(RuntimeError("save failed")) is None
+    wrapped = RuntimeError("checkpoint save failed")
+    wrapped.__cause__ = err
+    assert environment_fault(wrapped).errno == errno.ENOSPC
+
+
+def test_pretrain_refuses_another_runs_zoo_entry_before_training(tmp_path, digits_tfds_dir, capsys):
+    from runs_support import CONFIGS_DIR
+
+    common = [f"data.data_dir={digits_tfds_dir}", "model.cnn.filters=(8,)", "model.cnn.dense_units=16",
+              "train.epochs=1", "pretrain.cut=pool1", f"pretrain.zoo={tmp_path / 'zoo'}", "--quiet"]
+    pretrain = ["pretrain", str(CONFIGS_DIR / "digits_pretrain.py"), *common]
+    assert cli.main([*pretrain, "--workdir", str(tmp_path / "a")]) == 0
+    assert cli.main([*pretrain, "--workdir", str(tmp_path / "a")]) == 0     # its own entry: a rerun is fine
+    assert cli.main([*pretrain, "--workdir", str(tmp_path / "b")]) == 2
+    assert "digits04 exists (from another run)" in cli_error(capsys)
+    assert not (tmp_path / "b").exists()

@@ -186,7 +186,8 @@ time.sleep(300)
 def test_a_second_train_process_on_one_workdir_stops_at_once(tmp_path, digits_tfds_dir):
     """Two ``fluxnet train`` processes on one workdir: the second stops with one line naming the first."""
     workdir = tmp_path / "shared"
-    args = ["train", CONFIG, *overrides(digits_tfds_dir, 100_000), "--workdir", str(workdir), "--quiet"]
+    args = ["train", CONFIG, *overrides(digits_tfds_dir, 100_000, "train.early_stopping=None"), "--workdir",
+            str(workdir), "--quiet"]  # runs until it is stopped
     first = subprocess.Popen([sys.executable, "-m", "fluxnet.cli", *args], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     try:

@@ -18,6 +18,7 @@ terminal.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import tensorflow_datasets as tfds
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
-    absl_logging.set_verbosity(absl_logging.ERROR)
+    absl_logging.set_verbosity(absl_logging.FATAL)  # orbax logs what fluxnet then reports in one line
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # "exception was never retrieved" of failed reads
     tfds.disable_progress_bar()  # preparing a data set: fluxnet's own progress is enough
     sys.unraisablehook = errors.quiet_closed_loop_reports(sys.unraisablehook)
     try:

@@ -4,6 +4,8 @@ stderr and its exit code; anything else is a bug in fluxnet and keeps its traceb
 from __future__ import annotations
 
 import errno
+import os
+import re
 import sys
 from typing import Callable
 
@@ -24,25 +26,30 @@ ENVIRONMENT_FAULTS = {
 
 
 def quiet_closed_loop_reports(previous: Callable) -> Callable:
-    """A ``sys.unraisablehook`` that drops tensorstore's reports of reads finishing into orbax's closed
+    """A ``sys.unraisablehook`` that drops the reports of orbax/tensorstore reads finishing into a closed
     event loop (what restoring a damaged checkpoint leaves in flight once it has failed: dozens of
     tracebacks that say nothing the one-line note does not) and passes everything else on."""
 
     def hook(unraisable) -> None:
-        value = unraisable.exc_value
-        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+        value, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
+        from_storage = code is not None and any(lib in code.co_filename for lib in ("orbax", "tensorstore"))
+        if not (from_storage or isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
             previous(unraisable)
 
     return hook
 
 
 def environment_fault(err: BaseException) -> OSError | None:
-    """The OSError of a machine fault behind ``err`` (libraries such as orbax wrap them), or None."""
+    """The OSError of a machine fault behind ``err``, or None. Libraries wrap them: orbax chains them,
+    tensorstore reports them as a ValueError carrying ``[os_error_code='28']``."""
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         if isinstance(err, OSError) and err.errno in ENVIRONMENT_FAULTS:
             return err
+        code = re.search(r"os_error_code='?(\d+)", str(err))
+        if code and int(code.group(1)) in ENVIRONMENT_FAULTS:
+            return OSError(int(code.group(1)), os.strerror(int(code.group(1))))
         err = err.__cause__ or err.__context__
     return None
 

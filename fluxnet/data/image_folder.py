@@ -58,6 +58,9 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[st
                 if f.startswith(".") or not f.lower().endswith(IMAGE_EXTENSIONS):
                     continue
                 relpath = os.path.relpath(os.path.join(dirpath, f), root)
+                if not os.path.exists(os.path.join(dirpath, f)):
+                    raise DataError(f"Image folder {str(root)!r}: {relpath!r} is a broken symbolic link "
+                                    f"(to {os.readlink(os.path.join(dirpath, f))!r}); remove it or fix its target.")
                 first = owner.setdefault(os.path.realpath(os.path.join(dirpath, f)), relpath)
                 if first == relpath:
                     files.append((relpath, label))
@@ -67,6 +70,10 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[st
     if not files:
         raise DataError(f"Image folder {str(root)!r} has class sub-folders {classes} but no image files "
                         f"(looked for {', '.join(IMAGE_EXTENSIONS)}).")
+    empty = sorted(set(classes) - {classes[label] for _, label in files})
+    if empty:  # Keras would keep an empty class: a label that can never be predicted right
+        raise DataError(f"Image folder {str(root)!r}: the class folder(s) {empty} hold no image files "
+                        f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder(s).")
     return classes, files
 
 

@@ -61,7 +61,7 @@ def open_dataset(name: str | os.PathLike, *, data_dir: str | os.PathLike | None 
         raise ArgumentTypeError(f"A data set is named by a str or a directory path, got {type(name).__name__}.")
     try:
         return tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
+    except (tfds.core.registered.DatasetNotFoundError, ValueError):  # ValueError: not even a name ('', 'a b')
         known = [*BUNDLED_DATASETS.names(), *tfds.list_builders(with_community_datasets=False)]
         hint = closest(name.split(":")[0].split("/")[0], known)
         raise UnknownNameError(

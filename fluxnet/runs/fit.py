@@ -111,8 +111,9 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
                                          seed=config.seed, checkpointer=checkpointer, resume=resume,
                                          crash_at=crash_at, should_stop=should_stop, **fit_args)
         except TrainingInterrupted as err:
-            raise TrainingInterrupted(f"{err} {workdir} is saved at that epoch: run the same command to "
-                                      "resume.", exit_code=err.exit_code) from None
+            saved = (f"{workdir} is saved at epoch {latest}: run the same command to resume."
+                     if (latest := checkpointer.latest_step()) else "Nothing was saved yet.")
+            raise TrainingInterrupted(f"{err} {saved}", exit_code=err.exit_code) from None
         finally:
             checkpointer.close()
     scores = trainer.evaluate(state, validation, batch_size=256) if validation is not None else {}

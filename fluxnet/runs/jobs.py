@@ -9,6 +9,7 @@ training step: a signal ends the job with ``TrainingInterrupted`` and nothing ha
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,13 +17,14 @@ import jax
 from ml_collections import ConfigDict
 
 from fluxnet import optimizers
+from fluxnet.errors import AlreadyExistsError
 from fluxnet.models import Model
 from fluxnet.runs.baselines import baselines
 from fluxnet.runs.build import build_optimizer, configured_model, prepare_data, steps_per_epoch
 from fluxnet.runs.fit import FitResult, fit_run
 from fluxnet.runs.lock import RunLock
 from fluxnet.runs.report import write_report
-from fluxnet.runs.schema import check_run_config
+from fluxnet.runs.schema import check_reportable, check_run_config
 from fluxnet.runs.signals import StopSignals
 from fluxnet.runs.workdir import check_workdir
 from fluxnet.train.faults import CrashPoint
@@ -32,6 +34,7 @@ from fluxnet.tree import plain
 
 def _claim(config: ConfigDict, workdir: Path, lock: RunLock) -> None:
     check_run_config(config)
+    check_reportable(config)
     check_workdir(config, workdir)
     if workdir.exists():
         lock.acquire()
@@ -72,8 +75,14 @@ def pretrain(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
     """``fluxnet pretrain``: train the configured model, then export the layers up to ``pretrain.cut``
     to ``WORKDIR/backbone`` and, when ``pretrain.name`` is set, to the zoo."""
     workdir, p = Path(workdir), config.pretrain
+    own = False  # the zoo entry is this run's own earlier export (a rerun may replace it)
     if p.name is not None:
-        pretrained.entry_dir(p.name, p.zoo)  # a bad zoo name fails before training
+        entry = pretrained.entry_dir(p.name, p.zoo)  # a bad zoo name fails before training
+        own = (entry / pretrained.INFO_FILE).is_file() and \
+            json.loads((entry / pretrained.INFO_FILE).read_text()).get("workdir") == str(workdir.resolve())
+        if entry.exists() and not (p.overwrite or own):
+            raise AlreadyExistsError(f"The zoo entry {entry} exists (from another run); pass "
+                                     "pretrain.overwrite=True to replace it, or choose another pretrain.name.")
     with RunLock(workdir) as lock:
         _claim(config, workdir, lock)
         splits, _ = prepare_data(config)
@@ -89,8 +98,7 @@ def pretrain(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
         pretrained.save_backbone(backbone, variables, workdir / pretrained.RUN_BACKBONE_DIR, info=info,
                                  overwrite=True)
     if p.name is not None:
-        path = pretrained.save_backbone(backbone, variables, pretrained.entry_dir(p.name, p.zoo), info=info,
-                                        overwrite=p.overwrite)
+        path = pretrained.save_backbone(backbone, variables, entry, info=info, overwrite=p.overwrite or own)
         if verbose:
             print(f"Backbone exported to the zoo as {p.name!r}: {path}")
     return summary
@@ -123,6 +131,7 @@ def transfer(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
 
 def baseline_report(config: ConfigDict) -> dict:
     """``fluxnet baseline``: majority-class and logistic-regression accuracy on the test split."""
+    check_reportable(config)
     splits, _ = prepare_data(config)
     return baselines(splits.train.images, splits.train.labels, splits.test.images, splits.test.labels,
                      seed=config.seed)

@@ -17,7 +17,7 @@ from fluxnet.files import write_atomic
 from fluxnet.runs.baselines import baselines
 from fluxnet.runs.fit import FitResult
 from fluxnet.runs.plots import confusion_matrix_plot, training_curves
-from fluxnet.runs.workdir import SUMMARY_FILE, open_checkpoints, restore
+from fluxnet.runs.workdir import SUMMARY_FILE, open_checkpoints, restore, restore_step
 
 PACKAGES = ("fluxnet", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy")
 
@@ -56,10 +56,11 @@ def write_report(config: ConfigDict, workdir: str | os.PathLike, fit: FitResult,
     test_metrics = trainer.evaluate(state, test, batch_size=256)
     checkpoints = open_checkpoints(config, workdir)
     best_step, best = checkpoints.best_step(), None
-    if best_step is not None:
-        best_state, _ = restore(trainer, checkpoints, best_step)
+    restored = None if best_step is None else restore_step(checkpoints, lambda s: restore(trainer, checkpoints, s),
+                                                           best_step)
+    if restored is not None:  # (a damaged best checkpoint: noted, and no best_checkpoint in the summary)
         best = {"epoch": best_step, "monitor": checkpoints.monitor,
-                "test": trainer.evaluate(best_state, test, batch_size=256)}
+                "test": trainer.evaluate(restored[0], test, batch_size=256)}
     checkpoints.close()
     if verbose:
         print(f"Baselines on the test split: majority {base['majority']:.4f}, "

@@ -6,6 +6,7 @@ too); a required setting given None is refused here by name.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from typing import Any, Mapping, Sequence
@@ -14,11 +15,12 @@ from ml_collections import ConfigDict
 
 from fluxnet import metrics as metrics_lib
 from fluxnet.errors import ConfigError
+from fluxnet.train.callbacks import EarlyStopping
 from fluxnet.tree import plain
 
 GROUPS = ("data", "loss", "optimizer", "train")  # and "model", or the "transfer" group that replaces it
 OPTIONAL = frozenset({
-    "data.data_dir", "data.splits.validation", "data.splits.test", "data.image_size", "data.classes",
+    "data.data_dir", "data.splits.validation", "data.image_size", "data.classes",
     "data.train_per_class", "data.preprocess.rescale", "augment", "optimizer.learning_rate", "optimizer.schedule",
     "optimizer.weight_decay", "optimizer.clipnorm", "optimizer.clipvalue", "optimizer.global_clipnorm",
     "train.class_weight", "train.early_stopping", "train.checkpoint.monitor", "pretrain.name", "pretrain.zoo",
@@ -50,12 +52,15 @@ def _finite(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
+def _has_validation(config: ConfigDict) -> bool:
+    return (_get(config, "data.splits") or {}).get("validation", 0.1) is not None
+
+
 def logged_names(config: ConfigDict) -> list[str]:
     """What a run logs each epoch: the loss, each metric, the learning rate, and val_* of the first two
     when the data has a validation split."""
     names = ["loss", *(metrics_lib.name_of(m) for m in plain(config.get("metrics")) or ())]
-    has_validation = (_get(config, "data.splits") or {}).get("validation", 0.1) is not None
-    return [*names, "learning_rate", *(f"val_{n}" for n in names if has_validation)]
+    return [*names, "learning_rate", *(f"val_{n}" for n in names if _has_validation(config))]
 
 
 def _check_monitor(config: ConfigDict, key: str) -> None:
@@ -75,6 +80,9 @@ def _check_class_weight(value: Any) -> None:
         raise ConfigError(f"Config key 'train.class_weight' must be None, 'balanced', a dict or a list of "
                           f"weights, got {value!r}.")
     for cls, weight in items:
+        if isinstance(cls, bool) or not isinstance(cls, int) and not (isinstance(cls, str) and cls.isdigit()):
+            raise ConfigError(f"Config key 'train.class_weight' names the class {cls!r}; classes are ids "
+                              "(0, 1, ...).")
         if not _finite(weight) or weight < 0:
             raise ConfigError(f"Config key 'train.class_weight' gives class {cls} the weight {weight!r}; "
                               "weights must be finite numbers >= 0.")
@@ -88,7 +96,9 @@ def check_run_config(config: ConfigDict) -> None:
     if missing:
         raise ConfigError(f"The config has no {', '.join(repr(g) for g in missing)} group; a run config needs "
                           f"{', '.join(GROUPS)} (see configs/digits_cnn.py).")
-    _int(config, "seed")
+    _int(config, "seed", minimum=0)
+    if _get(config, "seed") >= 2 ** 32:
+        raise ConfigError(f"Config key 'seed' must be below 2**32, got {_get(config, 'seed')}.")
     for key in ("train.epochs", "train.batch_size", "train.steps_per_execution", "train.checkpoint.keep"):
         _int(config, key, minimum=1)
     _int(config, "data.train_per_class", minimum=1, optional=True)
@@ -97,8 +107,22 @@ def check_run_config(config: ConfigDict) -> None:
         if value is not None and (not _finite(value) or value <= 0):
             raise ConfigError(f"Config key {key!r} must be a finite number > 0 (or None), got {value!r}.")
     _check_class_weight(_get(config, "train.class_weight"))
-    _check_monitor(config, "train.checkpoint.monitor")
+    if _has_validation(config):  # without a validation split checkpoints are kept by recency alone
+        _check_monitor(config, "train.checkpoint.monitor")
     early_stopping = _get(config, "train.early_stopping")
+    if early_stopping:
+        unknown = sorted(set(early_stopping) - set(inspect.signature(EarlyStopping).parameters))
+        if unknown:
+            raise ConfigError(f"Config key 'train.early_stopping' has unknown argument(s) {unknown}; EarlyStopping "
+                              f"takes {', '.join(inspect.signature(EarlyStopping).parameters)}.")
     if early_stopping and early_stopping.get("patience"):
         _int(config, "train.early_stopping.patience", minimum=0)
         _check_monitor(config, "train.early_stopping.monitor")
+
+
+def check_reportable(config: ConfigDict) -> None:
+    """A ``train``/``pretrain``/``transfer`` run reports on its test split: it must have one (sweeps and
+    cross-validation select on validation and need none)."""
+    if (_get(config, "data.splits") or {}).get("test", 0.2) is None:
+        raise ConfigError("Config key 'data.splits.test' is None, but a run reports its test metrics; give a "
+                          "fraction or a tfds split (experiments: fluxnet sweep/tune/cv select on validation).")

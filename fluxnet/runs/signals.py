@@ -32,7 +32,9 @@ class StopSignals:
     def __enter__(self) -> "StopSignals":
         self._distributed = jax.process_count() > 1
         if not self._distributed and threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._record) for s in SIGNALS}
+            # a signal the parent chose to ignore (``fluxnet train &`` in a script: SIGINT) stays ignored
+            self._previous = {s: signal.signal(s, self._record) for s in SIGNALS
+                              if signal.getsignal(s) is not signal.SIG_IGN}
         return self
 
     def __exit__(self, *exc) -> None:

@@ -107,26 +107,35 @@ def restore(trainer: Trainer, checkpointer: Checkpointer, step: int) -> tuple[Tr
     return state, {**meta, "arrays": arrays}
 
 
+def restore_step(checkpointer: Checkpointer, restore_fn: Callable[[int], T], step: int, *,
+                 set_aside: Path | None = None) -> T | None:
+    """``restore_fn(step)``, or None when checkpoint ``step`` is damaged (unreadable, truncated): a note
+    on stderr says so and, with ``set_aside``, the checkpoint is moved into that folder (never deleted).
+    A checkpoint that does not fit the model raises CheckpointError."""
+    try:
+        return restore_fn(step)
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 -- orbax/tensorstore/JSON errors of a damaged checkpoint
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(" See full")[0][:200]
+        where = ""
+        if set_aside is not None:
+            set_aside.mkdir(parents=True, exist_ok=True)
+            target = set_aside / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}"
+            os.replace(Path(checkpointer.directory) / str(step), target)
+            where = f"; moved to {target}"
+        print(f"Note: checkpoint {step} in {checkpointer.directory} is damaged and was skipped "
+              f"({type(err).__name__}: {reason}){where}.", file=sys.stderr)
+        return None
+
+
 def restore_newest(checkpointer: Checkpointer, restore_fn: Callable[[int], T], *,
                    set_aside: Path | None = None) -> T | None:
-    """``restore_fn(step)`` of the newest checkpoint that restores, or None when there is none. A
-    damaged checkpoint (unreadable, truncated) is skipped with a note on stderr and, with ``set_aside``,
-    moved into that folder (never deleted); one that does not fit the model raises CheckpointError."""
+    """:func:`restore_step` of the newest checkpoint that restores, or None when none does."""
     for step in sorted(checkpointer.all_steps(), reverse=True):
-        try:
-            return restore_fn(step)
-        except CheckpointError:
-            raise
-        except Exception as err:  # noqa: BLE001 -- orbax/tensorstore/JSON errors of a damaged checkpoint
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(" See full")[0][:200]
-            where = ""
-            if set_aside is not None:
-                set_aside.mkdir(parents=True, exist_ok=True)
-                target = set_aside / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}"
-                os.replace(Path(checkpointer.directory) / str(step), target)
-                where = f"; moved to {target}"
-            print(f"Note: checkpoint {step} in {checkpointer.directory} is damaged and was skipped "
-                  f"({type(err).__name__}: {reason}){where}.", file=sys.stderr)
+        found = restore_step(checkpointer, restore_fn, step, set_aside=set_aside)
+        if found is not None:
+            return found
     return None
 
 
@@ -140,8 +149,9 @@ def _restore_run(workdir: Path, best: bool) -> tuple[ConfigDict, Model, Trainer,
     if meta is None:
         raise NotFoundError(f"{workdir} has no checkpoint to load.")
     config = saved_config(workdir, meta)
-    model_config = meta.get("model_config") or json.loads((workdir / MODEL_FILE).read_text())
-    if (workdir / MODEL_FILE).exists() and json.loads((workdir / MODEL_FILE).read_text()) != model_config:
+    written = _read_model_json(workdir)
+    model_config = meta.get("model_config") or written
+    if written is not None and written != model_config:
         raise CheckpointError(f"{workdir / MODEL_FILE} differs from the architecture its checkpoints record; "
                               "it was edited or replaced. Restore it (or delete it: the checkpoints suffice).")
     model = model_from_config(model_config)
@@ -155,11 +165,11 @@ def _restore_run(workdir: Path, best: bool) -> tuple[ConfigDict, Model, Trainer,
         def read(step: int):
             return step, checkpointer.restore_variables(step, model.abstract_variables())
 
-        found = read(best_step) if best else restore_newest(checkpointer, read)
+        found = restore_step(checkpointer, read, best_step) if best else restore_newest(checkpointer, read)
     finally:
         checkpointer.close()
     if found is None:
-        raise NotFoundError(f"{workdir} has no checkpoint to load.")
+        raise NotFoundError(f"{workdir} has no {'best ' if best else ''}checkpoint that restores.")
     _, (variables, meta, arrays) = found
     state = trainer.with_variables(trainer.init(jax.random.key(0)), variables)  # evaluation needs no optimizer
     if not best and (meta.get("stopped") or meta["epoch"] >= config.train.epochs):
@@ -167,6 +177,17 @@ def _restore_run(workdir: Path, best: bool) -> tuple[ConfigDict, Model, Trainer,
         restore_callbacks(callbacks, {**meta, "arrays": arrays})
         state = trainer.final_state(state, callbacks)
     return config, model, trainer, state
+
+
+def _read_model_json(workdir: Path) -> dict | None:
+    """``model.json`` (None if absent); a damaged one is refused by name."""
+    if not (workdir / MODEL_FILE).exists():
+        return None
+    try:
+        return json.loads((workdir / MODEL_FILE).read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{workdir / MODEL_FILE} is damaged ({err}); delete it: the checkpoints record the "
+                              "architecture too.") from None
 
 
 def load_run(workdir: str | os.PathLike, best: bool = False) -> tuple[Model, dict]:

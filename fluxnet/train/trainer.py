@@ -330,9 +330,10 @@ class Trainer:
                 reason = should_stop(first_step + done)
                 if reason:
                     bar.close()
+                    done_text = f"epoch {epoch} was the last one completed" if epoch else "no epoch was completed"
                     raise TrainingInterrupted(
-                        f"Training stopped by {getattr(reason, 'name', reason)} in epoch {epoch + 1} (epoch {epoch} "
-                        "was the last one completed).", exit_code=128 + int(reason) if isinstance(reason, int) else 1)
+                        f"Training stopped by {getattr(reason, 'name', reason)} in epoch {epoch + 1} ({done_text}).",
+                        exit_code=128 + int(reason) if isinstance(reason, int) else 1)
             now = time.perf_counter()
             if verbose == 1 and now - last_print > 0.5:  # the only sync inside an epoch
                 last_print = now
