@@ -266,3 +266,23 @@ def test_a_cross_validated_sweep_retrains_the_best_config_for_its_test_score(tmp
     assert best["value"] == summary["validation"]["val_accuracy"] and len(summary["folds"]) == 2
     retrained = json.loads((tmp_path / "cvs" / "best" / "summary.json").read_text())
     assert best["test"] == retrained["test"] and retrained["data"]["validation"] == 0
+
+
+def test_sigterm_saves_the_running_trial_and_a_rerun_finishes_the_sweep(tmp_path, digits_tfds_dir):
+    workdir = tmp_path / "term"
+    args = [sys.executable, "-m", "fluxnet.cli", "sweep", MLP, *small(digits_tfds_dir, 30), "--space",
+            "model.mlp.dropout=[0.0, 0.1]", "--space", "optimizer.learning_rate=[0.01]", "--space",
+            "train.batch_size=[64]", "--workdir", str(workdir), "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for _ in range(1800):
+        if (workdir / "trials" / "0" / "metrics.jsonl").exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    assert len(err.strip().splitlines()) == 1 and "Training stopped by SIGTERM" in err
+    assert not (workdir / "trials" / "0" / "summary.json").exists()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["state"] for r in read_csv(workdir / "results.csv")] == ["complete", "complete"]
