@@ -6,7 +6,7 @@ application layer (``fluxnet.runs``). The library packages never import the appl
 (``fluxnet.runs``, ``fluxnet.tune``, ``fluxnet.cli``); ``pyproject.toml``'s import contracts check it.
 """
 from fluxnet import (activations, applications, augment, errors, initializers, layers, losses, metrics,
-                     optimizers, transfer)
+                     optimizers, transfer, utils)
 from fluxnet.errors import FluxnetError
 from fluxnet.models import Model, Sequential, model_from_config
 from fluxnet.train import Trainer
@@ -16,7 +16,7 @@ from fluxnet.transfer import load_keras_weights, pretrained
 __version__ = "0.1.0"
 __all__ = ["FluxnetError", "Model", "Sequential", "Trainer", "initialize_distributed", "load_keras_weights",
            "load_run", "model_from_config", "activations", "applications", "augment", "errors", "initializers",
-           "layers", "losses", "metrics", "optimizers", "pretrained", "transfer"]
+           "layers", "losses", "metrics", "optimizers", "pretrained", "transfer", "utils"]
 
 
 def load_run(workdir, best: bool = False):

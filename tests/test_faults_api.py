@@ -103,3 +103,26 @@ def test_a_loss_that_contradicts_the_output_activation_is_warned_about(activatio
         assert not messages
     else:
         assert len(messages) == 1 and warned in messages[0] and "output layer 'out'" in messages[0]
+
+
+def test_fit_leaves_the_callers_state_valid(fitted):
+    t, state = fitted
+    before = jax.device_get(state.params)
+    after, _ = t.fit(state, (X, Y), epochs=1, batch_size=16, verbose=0)
+    again, _ = t.fit(state, (X, Y), epochs=1, batch_size=16, verbose=0)   # the same state, reused
+    same = jax.tree.map(np.array_equal, jax.device_get(state.params), before)
+    assert all(jax.tree.leaves(same)) and int(state.step) == 0
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, jax.device_get(after.params),
+                                            jax.device_get(again.params))))
+
+
+def test_to_categorical_matches_keras():
+    keras = pytest.importorskip("keras")
+    for y, n in (([0, 2, 1], 3), (np.array([[1], [0], [3]]), None), (np.array([[0, 1], [2, 2]]), 4)):
+        np.testing.assert_array_equal(fx.utils.to_categorical(y, n), keras.utils.to_categorical(y, n))
+    assert fx.utils.to_categorical(np.array([[1], [0]])).shape == (2, 2)    # a trailing 1 is squeezed
+    assert fx.utils.to_categorical([1, 0], 4).dtype == np.float32
+    with pytest.raises(ArgumentError, match="class 5 does not fit num_classes=3"):
+        fx.utils.to_categorical([5], 3)
+    with pytest.raises(DataError, match="non-negative whole class ids"):
+        fx.utils.to_categorical([1.5])

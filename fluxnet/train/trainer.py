@@ -218,7 +218,8 @@ class Trainer:
             checkpointer: Any = None, resume: Mapping | None = None,
             crash_at: CrashPoint | None = None, should_stop: Callable[[int], Any] | None = None
             ) -> tuple[TrainState, History]:
-        """Train ``epochs`` more epochs; returns the new state and a Keras-like ``History``.
+        """Train ``epochs`` more epochs; returns the new state and a Keras-like ``History``. The state
+        passed in stays valid (the steps donate the buffers of a copy).
 
         The shuffle of epoch ``e`` depends only on ``seed`` (default: derived from the state's key) and
         ``e``, and each step's randomness on the state's key and step, so a resumed run repeats an
@@ -237,6 +238,8 @@ class Trainer:
             seed = int(np.asarray(jax.device_get(state.rng)).ravel()[-1]) % (2 ** 31)
         arrays, batches = self._fit_inputs(data, epochs, batch_size, validation_data, class_weight, sample_weight,
                                            oversample, shuffle, seed)
+        # the steps donate their input buffers: train on a copy, so the caller's state stays valid
+        state = sharding.replicate(jax.tree.map(jnp.copy, state), self.mesh)
         history = History()
         cbs = [history, *callbacks]
         for cb in cbs:
