@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -35,6 +36,19 @@ def fluxnet_process(args, crash_at=None):
         env["FLUXNET_CRASH_AT"] = crash_at
     return subprocess.run([sys.executable, "-m", "fluxnet.cli", *args], env=env, capture_output=True,
                           text=True, timeout=300)
+
+
+def start_until(command: list, ready: Path, **popen) -> subprocess.Popen:
+    """``fluxnet COMMAND...`` started in its own process, returned once ``ready`` exists (it is then still
+    running: the test fails otherwise)."""
+    proc = subprocess.Popen([sys.executable, "-m", "fluxnet.cli", *command], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, **popen)
+    for _ in range(1800):
+        if ready.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    return proc
 
 
 def latest_state(workdir: Path):

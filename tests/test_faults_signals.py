@@ -2,9 +2,6 @@
 next step with one line, the last epoch's checkpoint complete, exit 143 / 130; resuming repeats an
 uninterrupted run exactly. A signal between phases leaves nothing half-written."""
 import signal
-import subprocess
-import sys
-import time
 
 import jax
 import pytest
@@ -14,7 +11,7 @@ from fluxnet import runs
 from fluxnet.errors import TrainingInterrupted
 from fluxnet.runs.signals import StopSignals
 from fluxnet.train.checkpoint import Checkpointer
-from runs_support import CONFIG, assert_same_run, fluxnet_process, overrides
+from runs_support import CONFIG, assert_same_run, fluxnet_process, overrides, start_until
 
 
 def test_sigterm_mid_epoch_saves_exits_143_and_the_resume_is_exact(straight, tmp_path, digits_tfds_dir):
@@ -37,14 +34,9 @@ def test_sigint_during_training_exits_130_with_one_line(tmp_path, digits_tfds_di
     workdir = tmp_path / "interrupted"
     args = ["train", CONFIG, *overrides(digits_tfds_dir, 100_000, "train.early_stopping=None"), "--workdir",
             str(workdir), "--quiet"]  # runs until it is stopped
-    proc = subprocess.Popen([sys.executable, "-m", "fluxnet.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    for _ in range(1200):
-        if (workdir / "metrics.jsonl").exists() or proc.poll() is not None:
-            break
-        time.sleep(0.1)
+    proc = start_until(args, workdir / "metrics.jsonl")
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert len(err.strip().splitlines()) == 1 and "Training stopped by SIGINT in epoch" in err
     assert not list((workdir / "checkpoints").glob("*tmp*"))            # no half-written checkpoint

@@ -9,7 +9,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -24,7 +23,8 @@ from fluxnet.runs.build import configured_model, prepare_data
 from fluxnet.runs.config import load_saved_config
 from fluxnet.runs.workdir import note_stretched_schedule
 from fluxnet.train.checkpoint import Checkpointer
-from runs_support import CONFIG, assert_same_run, fluxnet_process, latest_state, overrides, snapshot
+from runs_support import (CONFIG, assert_same_run, fluxnet_process, latest_state, overrides, snapshot,
+                          start_until)
 
 def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
     """Scalars of TensorBoard event files (TFRecord framing, parsed without TensorFlow)."""
@@ -188,14 +188,8 @@ def test_a_second_train_process_on_one_workdir_stops_at_once(tmp_path, digits_tf
     workdir = tmp_path / "shared"
     args = ["train", CONFIG, *overrides(digits_tfds_dir, 100_000, "train.early_stopping=None"), "--workdir",
             str(workdir), "--quiet"]  # runs until it is stopped
-    first = subprocess.Popen([sys.executable, "-m", "fluxnet.cli", *args], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    first = start_until(args, workdir / "metrics.jsonl")  # training has begun: the lock is held
     try:
-        for _ in range(1200):  # training has begun once metrics.jsonl has a record
-            if (workdir / "metrics.jsonl").exists() or first.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert first.poll() is None, first.stderr.read()[-3000:]
         second = fluxnet_process(args)
         assert first.poll() is None       # the first was still training when the second was refused
     finally:

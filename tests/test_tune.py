@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from fluxnet.errors import ConfigError
 from fluxnet.runs.build import load_splits
 from fluxnet.tune import folds as folds_lib
 from fluxnet.tune import study as study_lib
-from runs_support import cli_error
+from runs_support import cli_error, fluxnet_process, start_until
 
 MLP = str(Path(__file__).resolve().parent.parent / "configs" / "digits_mlp.py")
 
@@ -134,22 +133,15 @@ def test_random_sweeps_are_reproducible_and_a_failing_trial_is_recorded(tmp_path
 
 def test_a_killed_sweep_loses_nothing_and_resumes_its_running_trial(tmp_path, digits_tfds_dir):
     workdir = tmp_path / "killed"
-    args = [sys.executable, "-m", "fluxnet.cli", "sweep", MLP, *small(digits_tfds_dir, 40), "--space",
-            "model.mlp.dropout=[0.0, 0.1, 0.2]", "--space", "optimizer.learning_rate=[0.01]", "--space",
-            "train.batch_size=[64]", "--workdir", str(workdir), "--quiet"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        for _ in range(1800):                         # trial 1 has started once trial 0 is finished
-            if (workdir / "trials" / "1" / "metrics.jsonl").exists() or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        os.killpg(proc.pid, signal.SIGKILL)           # the whole process group, as a scheduler would
-    finally:
-        proc.wait()
+    args = ["sweep", MLP, *small(digits_tfds_dir, 40), "--space", "model.mlp.dropout=[0.0, 0.1, 0.2]", "--space",
+            "optimizer.learning_rate=[0.01]", "--space", "train.batch_size=[64]", "--workdir", str(workdir), "--quiet"]
+    # trial 1 has started once trial 0 is finished
+    proc = start_until(args, workdir / "trials" / "1" / "metrics.jsonl", start_new_session=True)
+    os.killpg(proc.pid, signal.SIGKILL)               # the whole process group, as a scheduler would
+    proc.wait()
     first = (workdir / "trials" / "0" / "summary.json").read_bytes()
     assert not (workdir / "trials" / "1" / "summary.json").exists()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    done = fluxnet_process(args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (workdir / "trials" / "0" / "summary.json").read_bytes() == first   # never rewritten
     rows = read_csv(workdir / "results.csv")
@@ -270,19 +262,14 @@ def test_a_cross_validated_sweep_retrains_the_best_config_for_its_test_score(tmp
 
 def test_sigterm_saves_the_running_trial_and_a_rerun_finishes_the_sweep(tmp_path, digits_tfds_dir):
     workdir = tmp_path / "term"
-    args = [sys.executable, "-m", "fluxnet.cli", "sweep", MLP, *small(digits_tfds_dir, 30), "--space",
-            "model.mlp.dropout=[0.0, 0.1]", "--space", "optimizer.learning_rate=[0.01]", "--space",
-            "train.batch_size=[64]", "--workdir", str(workdir), "--quiet"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(1800):
-        if (workdir / "trials" / "0" / "metrics.jsonl").exists() or proc.poll() is not None:
-            break
-        time.sleep(0.1)
+    args = ["sweep", MLP, *small(digits_tfds_dir, 30), "--space", "model.mlp.dropout=[0.0, 0.1]", "--space",
+            "optimizer.learning_rate=[0.01]", "--space", "train.batch_size=[64]", "--workdir", str(workdir), "--quiet"]
+    proc = start_until(args, workdir / "trials" / "0" / "metrics.jsonl")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-3000:]
     assert len(err.strip().splitlines()) == 1 and "Training stopped by SIGTERM" in err
     assert not (workdir / "trials" / "0" / "summary.json").exists()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    done = fluxnet_process(args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [r["state"] for r in read_csv(workdir / "results.csv")] == ["complete", "complete"]
