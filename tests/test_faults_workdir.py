@@ -260,3 +260,18 @@ def test_pretrain_refuses_another_runs_zoo_entry_before_training(tmp_path, digit
     assert cli.main([*pretrain, "--workdir", str(tmp_path / "b")]) == 2
     assert "digits04 exists (from another run)" in cli_error(capsys)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_run_older_than_a_config_key_continues_with_a_note(finished, straight, digits_tfds_dir, capsys):
+    """A key the saved config lacks (fluxnet gained a setting) is no reason to refuse the run."""
+    from fluxnet.runs.workdir import latest_meta
+
+    path = finished / "checkpoints" / "3" / "meta" / "metadata"
+    meta = json.loads(path.read_text())
+    assert meta == latest_meta(finished)
+    del meta["config"]["model"]["mlp"]
+    path.write_text(json.dumps(meta))
+    assert cli.main(train_args(digits_tfds_dir, finished)) == 0
+    assert "predates the config key(s) model.mlp.dropout (now 0.2), model.mlp.units (now [128])" in \
+        capsys.readouterr().err
+    assert_same_run(finished, straight[0])

@@ -21,7 +21,7 @@ from ml_collections import ConfigDict
 from fluxnet.errors import ArgumentError, CheckpointError, ConfigMismatchError, NotFoundError
 from fluxnet.models import Model, model_from_config
 from fluxnet.runs.build import build_trainer, checkpoint_monitor, early_stopping, prepare_data
-from fluxnet.runs.config import config_diff, load_saved_config
+from fluxnet.runs.config import MISSING, config_diff, load_saved_config
 from fluxnet.train import Trainer
 from fluxnet.train.trainer import restore_callbacks
 from fluxnet.train.checkpoint import Checkpointer
@@ -61,13 +61,20 @@ def saved_config(workdir: Path, meta: Mapping | None) -> ConfigDict:
 
 def check_workdir(config: ConfigDict, workdir: Path) -> None:
     """Refuse a workdir that holds a run of another config: only a ``train.epochs`` at least the epochs
-    already trained may differ. A workdir without a checkpoint (a first attempt that failed before its
+    already trained may differ, and keys the saved config does not have at all (settings added to
+    fluxnet or to the config file after the run began) are accepted with a note. A workdir without a checkpoint (a first attempt that failed before its
     first epoch was saved) holds no run to protect. The config compared is the one the checkpoint
     recorded, so an edited or deleted ``config.json`` cannot switch the check off."""
     meta = latest_meta(workdir)
     if meta is None:
         return
     diff = config_diff(saved_config(workdir, meta), config, ignore=("train.epochs",))
+    added = [(k, new) for k, old, new in diff if old is MISSING]  # settings fluxnet gained after the run began
+    if added:
+        print(f"Note: the run in {workdir} predates the config key(s) "
+              f"{', '.join(f'{k} (now {new!r})' for k, new in added)}; it continues with those values.",
+              file=sys.stderr)
+    diff = [d for d in diff if d[1] is not MISSING]
     if diff:
         lines = "\n  ".join(f"{k}: {old!r} (saved) -> {new!r}" for k, old, new in diff)
         raise ConfigMismatchError(
