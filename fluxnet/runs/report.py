@@ -68,9 +68,10 @@ def write_report(config: ConfigDict, workdir: str | os.PathLike, fit: FitResult,
         print("Test: " + " - ".join(f"{k}: {v:.4f}" for k, v in test_metrics.items())
               + f" (baseline accuracy {base['accuracy']:.4f})")
     if fit.history.history:
-        training_curves(fit.history.history, str(workdir / "curves.png"))
+        training_curves(fit.history.history, str(workdir / "curves.png"), best_epoch=best and best["epoch"])
     predictions = trainer.predict(state, test.images).argmax(-1)
-    confusion_matrix_plot(test.labels, predictions, splits.metadata.class_names, str(workdir / "confusion_matrix.png"))
+    confusion_matrix_plot(test.labels, predictions, splits.metadata.class_names, str(workdir / "confusion_matrix.png"),
+                          title=f"{splits.metadata.name}, test split")
     counts = trainer.model.param_counts()
     validation = splits.validation
     summary = {"test": test_metrics, "baseline": base, "epochs_completed": int(state.epoch),

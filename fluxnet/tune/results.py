@@ -105,18 +105,21 @@ def _plots(exp: Experiment, study: optuna.Study, table: list[dict], search: bool
     plt = pyplot()
     done = [r for r in table if r["state"] == "complete"]
     keys = list(exp.space)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        xs = [r[key] for r in done]
-        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
-        ax.scatter(xs if numeric else [str(x) for x in xs], [r[exp.metric] for r in done])
-        if exp.space[key].kind == "loguniform":
-            ax.set_xscale("log")
-        ax.set_xlabel(key)
-        ax.set_ylabel(exp.metric)
-    fig.tight_layout()
-    fig.savefig(exp.workdir / f"{exp.metric}_by_key.png", dpi=100)
-    plt.close(fig)
+    with plt.style.context("default"):
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.8), squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            xs = [r[key] for r in done]
+            numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+            log = exp.space[key].kind == "loguniform"  # log10 on a plain axis: readable ticks at any range
+            ax.scatter([math.log10(x) for x in xs] if log else xs if numeric else [str(x) for x in xs],
+                       [r[exp.metric] for r in done])
+            ax.set_xlabel(f"log10 {key}" if log else key)
+            ax.set_ylabel(exp.metric)
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"{exp.workdir.name}: {exp.metric} of the {len(done)} complete trials")
+        fig.tight_layout()
+        fig.savefig(exp.workdir / f"{exp.metric}_by_key.png", dpi=100)
+        plt.close(fig)
     if search and len(done) >= 2:
         _optuna_plot(optuna.visualization.matplotlib.plot_optimization_history, study, exp.workdir / "history.png")
         if len(keys) > 1:
@@ -126,9 +129,11 @@ def _plots(exp: Experiment, study: optuna.Study, table: list[dict], search: bool
 
 def _optuna_plot(plot, study: optuna.Study, path: Path) -> None:
     plt = pyplot()
-    with warnings.catch_warnings():  # e.g. "importances will be equal" for a handful of trials
+    # Optuna's plots switch the global style (ggplot): keep that inside; quiet e.g. "importances will be
+    # equal", which a handful of trials gives
+    with warnings.catch_warnings(), plt.style.context("default"):
         warnings.simplefilter("ignore")
         ax = plot(study)
-    ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=100)
-    plt.close(ax.figure)
+        ax.figure.tight_layout()
+        ax.figure.savefig(path, dpi=100)
+        plt.close(ax.figure)
