@@ -180,6 +180,7 @@ def test_two_workers_on_one_journal_finish_exactly_n_trials(tmp_path, digits_tfd
     finished = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE
                 and not t.user_attrs.get(study_lib.SURPLUS)]
     assert len(finished) == 5 and len({t.number for t in finished}) == 5
+    assert len({json.dumps(t.params, sort_keys=True) for t in finished}) == 5   # no worker repeats another's draw
     assert {t.user_attrs["owner"]["pid"] for t in finished} == {w.pid for w in workers}   # both did work
     assert len(read_csv(workdir / "results.csv")) == 5
 
@@ -273,3 +274,53 @@ def test_sigterm_saves_the_running_trial_and_a_rerun_finishes_the_sweep(tmp_path
     done = fluxnet_process(args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [r["state"] for r in read_csv(workdir / "results.csv")] == ["complete", "complete"]
+
+
+def test_a_space_no_trial_can_train_stops_with_one_line(tmp_path, digits_tfds_dir, capsys):
+    workdir = tmp_path / "hopeless"
+    assert cli.main(["tune", MLP, *small(digits_tfds_dir), "--space", "model.mlp.dropout=[1.5]", "--trials", "2",
+                     "--workdir", str(workdir), "--quiet"]) == 2
+    assert "All 2 trials of" in cli_error(capsys) and len(list((workdir / "trials").iterdir())) == 2
+
+
+def test_failing_points_are_recorded_and_the_experiment_goes_on(tmp_path, config):
+    space = tune.space.parse({"optimizer.learning_rate": [1e30, 0.01], "model.mlp.dropout": [0.0]})
+    best = tune.sweep(config, tmp_path / "cvnan", space, cv=2, verbose=0)           # a fold diverges
+    rows = read_csv(tmp_path / "cvnan" / "results.csv")
+    assert [r["state"] for r in rows] == ["failed", "complete"] and best["trial"] == 1
+    assert int(rows[1]["epochs"]) == 2                                               # the folds' epochs
+    space = tune.space.parse({"data.splits.validation": [None, 0.2]})
+    tune.sweep(config, tmp_path / "noval", space, verbose=0)                          # no validation split
+    rows = read_csv(tmp_path / "noval" / "results.csv")
+    assert [r["state"] for r in rows] == ["failed", "complete"] and "does not log 'val_accuracy'" in rows[0]["error"]
+
+
+def test_a_rerun_with_another_space_or_config_is_refused(tmp_path, digits_tfds_dir, capsys):
+    workdir = tmp_path / "fixed"
+    base = ["sweep", MLP, *small(digits_tfds_dir), "--space", "model.mlp.dropout=[0.0]", "--space",
+            "optimizer.learning_rate=[0.01]", "--space", "train.batch_size=[64]", "--workdir", str(workdir), "--quiet"]
+    assert cli.main(base) == 0
+    capsys.readouterr()
+    assert cli.main([*base, "--space", "model.mlp.dropout=[0.3]"]) == 2
+    assert "holds an experiment with another space or config" in cli_error(capsys)
+    assert cli.main([*base, "train.epochs=4"]) == 2
+    assert "config.train.epochs: 2 (recorded) -> 4" in cli_error(capsys)
+    random_base = ["sweep", MLP, *small(digits_tfds_dir), "--space",
+                   "optimizer.learning_rate={'uniform': [0.001, 0.01]}", "--method", "random", "--trials", "1",
+                   "--workdir", str(tmp_path / "rnd"), "--quiet"]
+    assert cli.main(random_base) == 0
+    capsys.readouterr()
+    assert cli.main([*random_base, "--seed", "5"]) == 2
+    assert "swept with another --method, --seed or space" in cli_error(capsys)
+
+
+def test_huge_grids_are_refused_or_taken_lazily(config, tmp_path):
+    space = tune.space.parse({"seed": {"int": [0, 1_000_000]}, "model.mlp.dropout": [0.0, 0.1]})
+    with pytest.raises(ConfigError, match="The grid has 2,000,002 points; pass --trials N"):
+        tune.space.grid(space)
+    assert tune.space.grid(space, 3) == [{"seed": 0, "model.mlp.dropout": 0.0}, {"seed": 0, "model.mlp.dropout": 0.1},
+                                         {"seed": 1, "model.mlp.dropout": 0.0}]
+    with pytest.raises(ConfigError, match="--trials 5 exceeds the grid's 2 points"):
+        tune.search(config, tmp_path / "grid", tune.space.parse({"model.mlp.dropout": [0.0, 0.1]}), 5,
+                    sampler="grid", verbose=0)
+    assert not (tmp_path / "grid").exists()

@@ -26,8 +26,7 @@ def sweep(config: ConfigDict, workdir: str | os.PathLike, space: dict[str, space
     if method not in METHODS:
         raise spaces.ConfigError(f"--method must be grid or random, got {method!r}.")
     exp = Experiment(config, space, Path(workdir), metric=metric, cv=cv)
-    points = spaces.grid(space) if method == "grid" else spaces.random_points(space, trials or 10, seed)
-    points = points[:trials] if trials else points
+    points = spaces.grid(space, trials) if method == "grid" else spaces.random_points(space, trials or 10, seed)
     study = open_study(exp, sampler=optuna.samplers.RandomSampler(seed=seed), pruner=optuna.pruners.NopPruner())
     enqueue(study, points)
     run_worker(exp, study, len(points), prune=False, count_failed=True, verbose=0, should_stop=should_stop,
@@ -42,12 +41,17 @@ def search(config: ConfigDict, workdir: str | os.PathLike, space: dict[str, spac
     """An Optuna study of ``trials`` finished trials (over every worker sharing ``workdir`` or
     ``storage``); returns ``best.json``'s content."""
     exp = Experiment(config, space, Path(workdir), metric=metric, direction=direction, cv=cv)
+    if sampler == "grid" and trials > spaces.grid_size(space):
+        raise spaces.ConfigError(f"--trials {trials} exceeds the grid's {spaces.grid_size(space)} points.")
     study = open_study(exp, storage=storage, name=study_name, sampler=sampler_for(sampler, space, seed),
                        pruner=pruner_for(pruner, trials))
+    reseed = None
     if sampler == "grid":  # in the order listed, each point once (duplicates in a list are kept)
         enqueue(study, spaces.grid(space))
+    else:
+        reseed = lambda number: sampler_for(sampler, space, seed + number)  # noqa: E731
     run_worker(exp, study, trials, prune=pruner != "none" and not cv, verbose=0, should_stop=should_stop,
-               on_trial=_progress(exp, study, verbose, search=True))
+               on_trial=_progress(exp, study, verbose, search=True), reseed=reseed)
     return finish(exp, study, verbose, search=True)
 
 

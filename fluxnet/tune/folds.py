@@ -17,10 +17,10 @@ from ml_collections import ConfigDict
 from sklearn.model_selection import StratifiedKFold
 
 from fluxnet.data.splits import DatasetSplits, Split
-from fluxnet.errors import ArgumentError, DataError
+from fluxnet.errors import ArgumentError, DataError, FluxnetError, TrainingInterrupted
 from fluxnet.files import write_atomic
 from fluxnet.runs.build import load_splits, preprocess
-from fluxnet.tune.trial import TrialOutcome, record, train_validated
+from fluxnet.tune.trial import TrialOutcome, record, record_failure, train_validated
 
 CV_FILE = "cv.json"
 
@@ -61,8 +61,14 @@ def cross_validated_trial(config: ConfigDict, workdir: Path, folds: int, *, extr
     if finished is not None:
         return finished
     start = time.perf_counter()
-    cv = cross_validate(config, workdir, folds, verbose=0, should_stop=should_stop)
-    outcome = TrialOutcome("complete", cv["mean"], 0, time.perf_counter() - start)
+    try:
+        cv = cross_validate(config, workdir, folds, verbose=0, should_stop=should_stop)
+    except TrainingInterrupted:
+        raise
+    except FluxnetError as err:  # a fold that fails fails the trial; the experiment goes on
+        return record_failure(workdir, err, time.perf_counter() - start, extra)
+    epochs = [TrialOutcome.read(workdir / "folds" / str(k)).epochs for k in range(folds)]
+    outcome = TrialOutcome("complete", cv["mean"], max(epochs), time.perf_counter() - start)
     return record(workdir, outcome, {"validation_std": cv["std"], "folds": cv["folds"], **extra})
 
 

@@ -53,7 +53,8 @@ class Dimension:
         if self.kind == "int":
             return tuple(range(int(self.low), int(self.high) + 1, self.step))
         raise ConfigError(f"A grid cannot cover the continuous dimension {self.key!r} ({self.kind} on "
-                          f"[{self.low}, {self.high}]): list its values, or use --method random or fluxnet tune.")
+                          f"[{self.low}, {self.high}]): list its values, or sample it (sweep --method random, or "
+                          "tune with another --sampler).")
 
     def sample(self, rng: np.random.Generator) -> Any:
         if self.kind == "categorical":
@@ -141,10 +142,23 @@ def load_sweep(path: str | Path) -> dict | None:
     return get_sweep() if callable(get_sweep) else None
 
 
-def grid(space: Mapping[str, Dimension]) -> list[Params]:
-    """Every combination of the dimensions' values, in the order they are listed."""
+MAX_GRID = 100_000
+
+
+def grid_size(space: Mapping[str, Dimension]) -> int:
+    return math.prod(len(d.grid_values()) for d in space.values())
+
+
+def grid(space: Mapping[str, Dimension], limit: int | None = None) -> list[Params]:
+    """The combinations of the dimensions' values in the order they are listed (the first ``limit``);
+    a grid of more than ``MAX_GRID`` points needs a ``limit``."""
+    size = grid_size(space)
+    if limit is None and size > MAX_GRID:
+        raise ConfigError(f"The grid has {size:,} points; pass --trials N for its first N, or sample the space "
+                          "(sweep --method random, or fluxnet tune).")
     keys = list(space)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(space[k].grid_values() for k in keys))]
+    combos = itertools.islice(itertools.product(*(space[k].grid_values() for k in keys)), limit)
+    return [dict(zip(keys, combo)) for combo in combos]
 
 
 def random_points(space: Mapping[str, Dimension], n: int, seed: int) -> list[Params]:

@@ -14,19 +14,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from ml_collections import ConfigDict
 
-from fluxnet.errors import ConfigError, RunLockedError
+from fluxnet.errors import ConfigError, RunLockedError, TrainingInterrupted
 from fluxnet.metrics import monitor_mode
 from fluxnet.runs.build import prepare_data
-from fluxnet.runs.config import to_json
+from fluxnet.runs.config import config_diff, to_json
 from fluxnet.runs.lock import RunLock
 from fluxnet.runs.schema import check_run_config, logged_names
 from fluxnet.tune import space as spaces
@@ -38,6 +40,7 @@ TRIALS = "trials"
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
 PRUNERS = ("median", "hyperband", "none")
 OWNER, POINT, SURPLUS, ERROR = "owner", "point", "surplus", "error"  # trial user attributes
+EXPERIMENT = "experiment"  # the study's user attribute: what it searches
 T = optuna.trial.TrialState
 
 
@@ -68,6 +71,11 @@ class Experiment:
             raise ConfigError(f"--cv must be an int >= 2, got {self.cv!r}.")
         spaces.check(self.space, self.config)
 
+    def fingerprint(self) -> dict:
+        """What the study searches, as JSON: the space and the base config every trial starts from."""
+        return {"space": {k: dataclasses.asdict(d) for k, d in self.space.items()},
+                "config": to_json(self.config), "metric": self.metric, "cv": self.cv}
+
     def trial_dir(self, number: int) -> Path:
         return self.workdir / TRIALS / str(number)
 
@@ -79,12 +87,14 @@ def quiet_optuna() -> None:
 
 
 def sampler_for(name: str, space: dict[str, spaces.Dimension], seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler ``name`` seeded with ``seed`` (a worker reseeds it with ``seed + trial number`` before
+    each trial, so workers never repeat each other's draws and one worker's search is reproducible)."""
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed)
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "grid":
         return optuna.samplers.GridSampler({k: list(d.grid_values()) for k, d in space.items()}, seed=seed)
     raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}.")
@@ -110,20 +120,47 @@ def open_study(exp: Experiment, *, storage: str | None = None, name: str | None 
         from optuna.storages.journal import JournalFileBackend
 
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(exp.workdir / JOURNAL)))
-    try:
-        return optuna.create_study(study_name=name or exp.workdir.name, storage=storage, sampler=sampler,
-                                   pruner=pruner, direction=exp.direction, load_if_exists=True)
-    except (ValueError, ImportError, SQLAlchemyError) as err:  # a malformed URL, a missing database driver
-        raise ConfigError(f"Cannot open the study storage {storage!r}: {err}") from None
+    for attempt in range(5):
+        try:
+            study = optuna.create_study(study_name=name or exp.workdir.name, storage=storage, sampler=sampler,
+                                        pruner=pruner, direction=exp.direction, load_if_exists=True)
+            break
+        except OperationalError as err:  # two workers creating a database's tables at once: try again
+            if attempt == 4:
+                raise ConfigError(f"Cannot open the study storage {storage!r}: {err}") from None
+            time.sleep(0.5 + random.random())
+        except (ValueError, ImportError, SQLAlchemyError) as err:  # a malformed URL, a missing database driver
+            raise ConfigError(f"Cannot open the study storage {storage!r}: {err}") from None
+    _check_same_experiment(exp, study)
+    return study
+
+
+def _check_same_experiment(exp: Experiment, study: optuna.Study) -> None:
+    """Record what the study searches (the space and the base config); refuse to continue it with
+    another, since its trials would be reported under the new settings."""
+    recorded = study.user_attrs.get(EXPERIMENT)
+    current = exp.fingerprint()
+    if recorded is None:
+        study.set_user_attr(EXPERIMENT, current)
+        return
+    diff = config_diff(recorded, current, ignore=())
+    if diff:
+        lines = "; ".join(f"{k}: {old!r} (recorded) -> {new!r}" for k, old, new in diff[:8])
+        raise ConfigError(f"{exp.workdir} holds an experiment with another space or config ({lines}"
+                          f"{'; ...' if len(diff) > 8 else ''}); nothing was run. Use another --workdir.")
 
 
 def enqueue(study: optuna.Study, points: list[dict[str, Any]]) -> None:
     """Queue the points not yet in the study (each tagged with its index; duplicates from workers that
     queued at once are resolved at run time: the smallest-numbered trial of a point runs)."""
-    queued = {t.user_attrs.get(POINT) for t in study.get_trials(deepcopy=False)}
+    queued = {t.user_attrs[POINT]: t for t in study.get_trials(deepcopy=False) if POINT in t.user_attrs}
     for i, params in enumerate(points):
         if i not in queued:
             study.enqueue_trial(params, user_attrs={POINT: i}, skip_if_exists=False)
+        elif {k: queued[i].params.get(k, queued[i].system_attrs.get("fixed_params", {}).get(k)) for k in params} \
+                != params:
+            raise ConfigError(f"Point {i} of this study was {queued[i].params or 'queued'} and is now {params}: it was "
+                              "swept with another --method, --seed or space. Use another --workdir.")
 
 
 def _owner() -> dict:
@@ -158,20 +195,31 @@ def _duplicate_point(study: optuna.Study, trial: optuna.trial.Trial) -> bool:
 
 def run_worker(exp: Experiment, study: optuna.Study, n_trials: int, *, prune: bool, count_failed: bool = False,
                verbose: int = 0, should_stop: Callable[[int], Any] | None = None,
-               on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
-    """Run trials of ``study`` until it holds ``n_trials`` of them (see the module docstring)."""
+               on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+               reseed: Callable[[int], optuna.samplers.BaseSampler] | None = None) -> None:
+    """Run trials of ``study`` until it holds ``n_trials`` of them (see the module docstring);
+    ``reseed(n)``: a fresh sampler for trial number ``n``. Stops with a ConfigError when ``n_trials``
+    trials failed and none finished (a space or config no trial can train)."""
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError(f"--trials must be an int >= 1, got {n_trials!r}.")
     data_cache: dict[str, Any] = {}
     while True:
         trials = study.get_trials(deepcopy=False)
+        failed = [t for t in trials if t.state == T.FAIL and not t.user_attrs.get(SURPLUS)]
+        if not count_failed and len(failed) >= n_trials and not any(_counts(t, False) for t in trials):
+            raise ConfigError(f"All {len(failed)} trials of {exp.workdir} failed (the last: "
+                              f"{failed[-1].user_attrs.get(ERROR)}); fix the space or the config.")
         orphans = [t for t in trials if t.state == T.RUNNING and not t.user_attrs.get(SURPLUS) and not _owner_alive(t)]
         if any(_run_claimed(exp, study, optuna.trial.Trial(study, t._trial_id), prune, verbose, should_stop,
                             data_cache, on_trial) for t in orphans[:1]):
             continue
         if sum(_counts(t, count_failed) for t in trials) >= n_trials:
             return
+        if reseed is not None:
+            study.sampler = reseed(len(trials))  # relative samplers (CMA-ES) draw inside ask()
         trial = study.ask()
+        if reseed is not None:
+            study.sampler = reseed(trial.number)  # independent draws happen at suggest: keyed on the number
         trial.set_user_attr(OWNER, _owner())
         earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and _counts(t, count_failed)]
         if len(earlier) >= n_trials or _duplicate_point(study, trial):
@@ -191,8 +239,15 @@ def _run_claimed(exp: Experiment, study: optuna.Study, trial: optuna.trial.Trial
         except RunLockedError:
             return False
         trial.set_user_attr(OWNER, _owner())
-        outcome = run_trial(exp, trial, spaces.suggest(trial, exp.space), prune, lock, verbose, should_stop,
-                            data_cache)
+        try:
+            outcome = run_trial(exp, trial, spaces.suggest(trial, exp.space), prune, lock, verbose, should_stop,
+                                data_cache)
+        except TrainingInterrupted:
+            raise  # the trial stays running; a rerun resumes it
+        except Exception as err:  # a bug: the trial is not retried forever; the traceback shows
+            trial.set_user_attr(ERROR, f"{type(err).__name__}: {err}")
+            study.tell(trial.number, state=T.FAIL)
+            raise
     if outcome.state == "complete":
         study.tell(trial.number, outcome.validation[exp.metric])
     elif outcome.state == "pruned":
@@ -212,6 +267,8 @@ def run_trial(exp: Experiment, trial: optuna.trial.Trial, params: dict, prune: b
     try:
         config = spaces.with_params(exp.config, params)
         check_run_config(config)
+        if exp.metric not in logged_names(config):
+            raise ConfigError(f"this point's config does not log {exp.metric!r} (no validation split?)")
     except ConfigError as err:  # a swept value the config cannot take
         return record_failure(workdir, err, 0.0, extra)
     if exp.cv:
