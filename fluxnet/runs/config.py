@@ -23,7 +23,6 @@ import ml_collections
 from fluxnet.files import write_atomic
 from fluxnet.runs.schema import is_optional
 from fluxnet.errors import ArgumentTypeError, ConfigError, NotFoundError
-from fluxnet.tree import plain  # noqa: F401  (re-exported: the run layer's configs are ConfigDicts)
 
 ConfigDict = ml_collections.ConfigDict
 
