@@ -21,7 +21,7 @@ from fluxnet.errors import RunLockedError
 from fluxnet.runs import RunLock
 from fluxnet.runs.build import configured_model, prepare_data
 from fluxnet.runs.config import load_saved_config
-from fluxnet.runs.workdir import note_stretched_schedule
+from fluxnet.runs.workdir import check_workdir
 from fluxnet.train.checkpoint import Checkpointer
 from runs_support import (CONFIG, assert_same_run, fluxnet_process, latest_state, overrides, snapshot,
                           start_until)
@@ -153,12 +153,14 @@ def test_a_nan_loss_ends_the_run_with_a_clear_message(tmp_path, digits_tfds_dir,
     assert not (workdir / "metrics.jsonl").exists() and not (workdir / "summary.json").exists()
 
 
-def test_growing_a_run_notes_a_schedule_that_spans_train_epochs(straight, digits_tfds_dir, capsys):
-    workdir, _ = straight
+def test_growing_a_run_notes_a_schedule_that_spans_train_epochs(tmp_path, digits_tfds_dir):
     for schedule, noted in (("constant", False), ("cosine", True)):
+        workdir = tmp_path / schedule
+        runs.train(runs.resolve_config(CONFIG, overrides(digits_tfds_dir, 1, f"optimizer.schedule={schedule}")),
+                   workdir, verbose=0)
         config = runs.resolve_config(CONFIG, overrides(digits_tfds_dir, 5, f"optimizer.schedule={schedule}"))
-        note_stretched_schedule(config, workdir)
-        assert ("'cosine' learning-rate schedule now spans 5 epochs" in capsys.readouterr().err) == noted
+        notes = check_workdir(config, workdir)
+        assert any("'cosine' learning-rate schedule now spans 5 epochs" in n for n in notes) == noted
 
 
 def test_overrides_may_follow_options(tmp_path, digits_tfds_dir, capsys):

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -27,7 +28,7 @@ from fluxnet.runs.config import save_config, to_json
 from fluxnet.runs.lock import RunLock
 from fluxnet.runs.schema import check_run_config
 from fluxnet.runs.workdir import (CHECKPOINT_DIR, CONFIG_FILE, DAMAGED_DIR, MODEL_FILE, check_workdir,
-                                  note_stretched_schedule, open_checkpoints, restore, restore_newest)
+                                  open_checkpoints, restore, restore_newest)
 from fluxnet.train import Callback, History, Trainer
 from fluxnet.train.faults import CrashPoint
 from fluxnet.train.state import TrainState
@@ -82,7 +83,7 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
         state = trainer.with_variables(state, init_variables)
     with lock or RunLock(workdir) as lock:
         lock.acquire()
-        check_workdir(config, workdir)
+        notes = check_workdir(config, workdir)  # again, now that no other process can change the workdir
         resume = None
         if (workdir / CHECKPOINT_DIR).is_dir():
             reader = open_checkpoints(config, workdir)
@@ -96,7 +97,8 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
                 _check_resumable(workdir, resume, model, fingerprint)
                 if verbose:
                     print(f"Resuming {workdir} from epoch {int(state.epoch)}.")
-        note_stretched_schedule(config, workdir)
+        for note in notes:
+            print(note, file=sys.stderr)
         checkpointer = open_checkpoints(config, workdir, read_only=False, crash_at=crash_at,
                                         meta={"model_config": model.get_config(), "config": to_json(config),
                                               "data_fingerprint": fingerprint})

@@ -35,7 +35,7 @@ from fluxnet.tree import plain
 def _claim(config: ConfigDict, workdir: Path, lock: RunLock) -> None:
     check_run_config(config)
     check_reportable(config)
-    check_workdir(config, workdir)
+    check_workdir(config, workdir)  # refused before anything is loaded; fit_run prints the notes
     if workdir.exists():
         lock.acquire()
 

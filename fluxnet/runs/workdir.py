@@ -59,24 +59,21 @@ def saved_config(workdir: Path, meta: Mapping | None) -> ConfigDict:
     return load_saved_config(workdir / CONFIG_FILE)
 
 
-def check_workdir(config: ConfigDict, workdir: Path) -> None:
+def check_workdir(config: ConfigDict, workdir: Path) -> list[str]:
     """Refuse a workdir that holds a run of another config: only a ``train.epochs`` at least the epochs
     already trained may differ, and keys the saved config does not have at all (settings added to
-    fluxnet or to the config file after the run began) are accepted with a note. A workdir without a checkpoint (a first attempt that failed before its
-    first epoch was saved) holds no run to protect. The config compared is the one the checkpoint
-    recorded, so an edited or deleted ``config.json`` cannot switch the check off."""
+    fluxnet or to the config file after the run began) are accepted. A workdir without a checkpoint (a
+    first attempt that failed before its first epoch was saved) holds no run to protect. The config
+    compared is the one the checkpoint recorded, so an edited or deleted ``config.json`` cannot switch
+    the check off. Returns the notes a continued run should print (added keys, a stretched schedule)."""
     meta = latest_meta(workdir)
     if meta is None:
-        return
-    diff = config_diff(saved_config(workdir, meta), config, ignore=("train.epochs",))
-    added = [(k, new) for k, old, new in diff if old is MISSING]  # settings fluxnet gained after the run began
-    if added:
-        print(f"Note: the run in {workdir} predates the config key(s) "
-              f"{', '.join(f'{k} (now {new!r})' for k, new in added)}; it continues with those values.",
-              file=sys.stderr)
-    diff = [d for d in diff if d[1] is not MISSING]
-    if diff:
-        lines = "\n  ".join(f"{k}: {old!r} (saved) -> {new!r}" for k, old, new in diff)
+        return []
+    saved = saved_config(workdir, meta)
+    diff = config_diff(saved, config, ignore=("train.epochs",))
+    changed = [d for d in diff if d[1] is not MISSING]
+    if changed:
+        lines = "\n  ".join(f"{k}: {old!r} (saved) -> {new!r}" for k, old, new in changed)
         raise ConfigMismatchError(
             f"{workdir} holds a run with a different config; nothing was changed. Differing keys:\n  "
             f"{lines}\nUse another --workdir, or the saved config (only train.epochs may grow).")
@@ -85,20 +82,18 @@ def check_workdir(config: ConfigDict, workdir: Path) -> None:
             f"{workdir} holds a run of {meta['epoch']} trained epochs, more than train.epochs="
             f"{config.train.epochs}; nothing was changed. Evaluate it (fluxnet evaluate), continue it with "
             f"train.epochs >= {meta['epoch']}, or use another --workdir.")
-
-
-def note_stretched_schedule(config: ConfigDict, workdir: Path) -> None:
-    """A note on stderr when a grown ``train.epochs`` stretches a schedule that spans the whole run."""
-    meta = latest_meta(workdir)
-    if meta is None or saved_config(workdir, meta).train.epochs == config.train.epochs:
-        return
+    added = [(k, new) for k, old, new in diff if old is MISSING]  # settings fluxnet gained after the run began
+    notes = [f"Note: the run in {workdir} predates the config key(s) "
+             f"{', '.join(f'{k} (now {new!r})' for k, new in added)}; it continues with those values."] if added else []
     schedule = plain(config.optimizer.get("schedule"))
     name = schedule.get("name") if isinstance(schedule, Mapping) else schedule
-    if name in ("cosine", "warmup_cosine") and not (isinstance(schedule, Mapping) and schedule.get("decay_steps")):
-        print(f"Note: train.epochs changed, so the {name!r} learning-rate schedule now spans "
-              f"{config.train.epochs} epochs from here on, and the result will differ from a run started "
-              f"with train.epochs={config.train.epochs} (a constant schedule, or a fixed decay_steps, "
-              "would not).", file=sys.stderr)
+    if saved.train.epochs != config.train.epochs and name in ("cosine", "warmup_cosine") \
+            and not (isinstance(schedule, Mapping) and schedule.get("decay_steps")):
+        notes.append(f"Note: train.epochs changed, so the {name!r} learning-rate schedule now spans "
+                     f"{config.train.epochs} epochs from here on, and the result will differ from a run started "
+                     f"with train.epochs={config.train.epochs} (a constant schedule, or a fixed decay_steps, "
+                     "would not).")
+    return notes
 
 
 def open_checkpoints(config: ConfigDict, workdir: Path, *, read_only: bool = True, meta: Mapping | None = None,
