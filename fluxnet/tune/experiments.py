@@ -10,6 +10,7 @@ from typing import Any, Callable
 import optuna
 from ml_collections import ConfigDict
 
+from fluxnet.errors import ConfigError
 from fluxnet.runs import jobs, workdir as run_dirs
 from fluxnet.tune import results
 from fluxnet.tune import space as spaces
@@ -24,7 +25,7 @@ def sweep(config: ConfigDict, workdir: str | os.PathLike, space: dict[str, space
     """Train every point of a grid (the first ``trials`` of it), or ``trials`` random points (default 10),
     into ``workdir/trials/<id>/``; returns ``best.json``'s content."""
     if method not in METHODS:
-        raise spaces.ConfigError(f"--method must be grid or random, got {method!r}.")
+        raise ConfigError(f"--method must be grid or random, got {method!r}.")
     exp = Experiment(config, space, Path(workdir), metric=metric, cv=cv)
     points = spaces.grid(space, trials) if method == "grid" else spaces.random_points(space, trials or 10, seed)
     study = open_study(exp, sampler=optuna.samplers.RandomSampler(seed=seed), pruner=optuna.pruners.NopPruner())
@@ -42,7 +43,7 @@ def search(config: ConfigDict, workdir: str | os.PathLike, space: dict[str, spac
     ``storage``); returns ``best.json``'s content."""
     exp = Experiment(config, space, Path(workdir), metric=metric, direction=direction, cv=cv)
     if sampler == "grid" and trials > spaces.grid_size(space):
-        raise spaces.ConfigError(f"--trials {trials} exceeds the grid's {spaces.grid_size(space)} points.")
+        raise ConfigError(f"--trials {trials} exceeds the grid's {spaces.grid_size(space)} points.")
     study = open_study(exp, storage=storage, name=study_name, sampler=sampler_for(sampler, space, seed),
                        pruner=pruner_for(pruner, trials))
     reseed = None

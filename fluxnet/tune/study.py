@@ -210,8 +210,8 @@ def run_worker(exp: Experiment, study: optuna.Study, n_trials: int, *, prune: bo
             raise ConfigError(f"All {len(failed)} trials of {exp.workdir} failed (the last: "
                               f"{failed[-1].user_attrs.get(ERROR)}); fix the space or the config.")
         orphans = [t for t in trials if t.state == T.RUNNING and not t.user_attrs.get(SURPLUS) and not _owner_alive(t)]
-        if any(_run_claimed(exp, study, optuna.trial.Trial(study, t._trial_id), prune, verbose, should_stop,
-                            data_cache, on_trial) for t in orphans[:1]):
+        if orphans and _run_claimed(exp, study, optuna.trial.Trial(study, orphans[0]._trial_id), prune, verbose,
+                                    should_stop, data_cache, on_trial):
             continue
         if sum(_counts(t, count_failed) for t in trials) >= n_trials:
             return
