@@ -59,7 +59,7 @@ def run_one(method: str, backbone_cfg, target, shots: int, use_aug: bool, steps:
     train = limit_per_class(target.train, shots, seed=seed)
     pipeline = augment.Pipeline.from_config(AUGMENT) if use_aug else None
     batch = min(32, len(train))
-    epochs = -(-steps // (len(train) // batch))
+    epochs = -(-steps // -(-len(train) // batch))  # an epoch trains its last partial batch too
     if method == "scratch":
         model = build_model("cnn", target.metadata.image_shape, 5, **CNN)
         trainer = fx.Trainer(model, loss=LOSS, optimizer=optimizers.get("adam", 2e-3), metrics=["accuracy"],

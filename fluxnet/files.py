@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
+from typing import Callable
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
@@ -22,3 +24,26 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_dir_atomic(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """Replace the folder ``path`` with one that ``fill(tmp)`` assembles in a temporary folder beside
+    it, renamed into place when complete: a failure never leaves half a folder under ``path`` (the old
+    one is moved aside just before the new one is renamed in, then deleted)."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()  # the umask's usual mode (mkdtemp's 0700 would make a shared folder private)
+    try:
+        fill(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path

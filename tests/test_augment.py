@@ -347,6 +347,48 @@ def test_preview_grid_writes_a_png(tmp_path):
         A.preview_grid(A.Pipeline([A.RandomFlip()]), batch, key(), n_rows=4, path=tmp_path / "x")
 
 
+def saved_figures(monkeypatch) -> list:
+    """The matplotlib figures saved from now on (each still saved as usual)."""
+    from matplotlib.figure import Figure
+
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), save(fig, *a, **k))[1])
+    return figures
+
+
+def test_preview_grid_is_titled_with_its_ops_and_replaces_the_file_atomically(tmp_path, monkeypatch):
+    figures = saved_figures(monkeypatch)
+    pipeline = A.Pipeline([A.RandomRotation(0.1), A.RandomTranslation(0.125, 0.125, fill_mode="constant"),
+                           A.RandomFlip()])
+    assert [A.preview.op_label(op) for op in pipeline.ops] == [
+        "RandomRotation(factor=0.1)", "RandomTranslation(height_factor=0.125, width_factor=0.125, "
+        "fill_mode='constant')", "RandomFlip()"]   # arguments at their defaults are left out
+    path = tmp_path / "grid.png"
+    path.write_text("old")
+    batch = np.stack([image(s, shape=(H, W, 1)) for s in range(2)])
+    assert A.preview_grid(pipeline, batch, key(), path, n_rows=2, n_augmented=2) == path
+    title = " ".join(figures[-1].get_suptitle().split())
+    assert title == ("augmentation: RandomRotation(factor=0.1) → RandomTranslation(height_factor=0.125, "
+                     "width_factor=0.125, fill_mode='constant') → RandomFlip()")
+    assert path.read_bytes().startswith(b"\x89PNG") and os.listdir(tmp_path) == ["grid.png"]  # no temp file left
+
+
+def test_augment_preview_writes_into_the_configs_run_directory(tmp_path, monkeypatch, digits_tfds_dir, capsys):
+    """Not into the current directory: ``runs/<config stem>/`` as ``fluxnet train`` uses, or ``--workdir``."""
+    from pathlib import Path
+
+    from fluxnet import cli
+
+    config = str(Path(__file__).resolve().parent.parent / "configs" / "digits_cnn.py")
+    args = ["augment-preview", config, f"data.data_dir={digits_tfds_dir}", "augment=({'op': 'RandomFlip'},)"]
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.strip() == str(Path("runs") / "digits_cnn" / "augment_preview.png")
+    assert os.listdir(tmp_path) == ["runs"] and os.listdir(tmp_path / "runs" / "digits_cnn") == ["augment_preview.png"]
+    assert cli.main([*args, "--workdir", str(tmp_path / "a" / "b")]) == 0
+    assert (tmp_path / "a" / "b" / "augment_preview.png").is_file()
+
+
 def test_ops_match_keras_names_and_fixed_factor_outputs():
     keras = pytest.importorskip("keras")
     if keras.backend.backend() != "jax":

@@ -257,6 +257,7 @@ def test_pretrain_refuses_another_runs_zoo_entry_before_training(tmp_path, digit
     pretrain = ["pretrain", str(CONFIGS_DIR / "digits_pretrain.py"), *common]
     assert cli.main([*pretrain, "--workdir", str(tmp_path / "a")]) == 0
     assert cli.main([*pretrain, "--workdir", str(tmp_path / "a")]) == 0     # its own entry: a rerun is fine
+    capsys.readouterr()                                                      # (the short runs' warnings)
     assert cli.main([*pretrain, "--workdir", str(tmp_path / "b")]) == 2
     assert "digits04 exists (from another run)" in cli_error(capsys)
     assert not (tmp_path / "b").exists()

@@ -457,7 +457,7 @@ def test_constructor_arguments_follow_keras(keras):
     """Each layer's own arguments are a prefix of the Keras layer's, in order, with Keras' defaults."""
     for cls in ["Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
                 "GlobalMaxPooling2D", "Dropout", "BatchNormalization", "Reshape", "Rescaling", "ZeroPadding2D",
-                "Concatenate", "Activation"]:
+                "Concatenate", "Activation", "Lambda"]:
         ours = [p for p in inspect.signature(getattr(layers, cls)).parameters.values()
                 if p.name != "name" and p.kind is p.POSITIONAL_OR_KEYWORD]
         theirs = list(inspect.signature(getattr(keras.layers, cls)).parameters.values())[:len(ours)]

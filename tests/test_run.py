@@ -173,6 +173,59 @@ def test_overrides_may_follow_options(tmp_path, digits_tfds_dir, capsys):
         cli.main(["evaluate", str(tmp_path), "--bogus"])
 
 
+def test_a_short_run_ends_with_a_warning_naming_its_step_count(tmp_path, digits_tfds_dir, capsys):
+    """Also under --quiet (a likely mistake, not progress); steps count as Keras batches:
+    epochs * ceil(training examples / batch size)."""
+    workdir = tmp_path / "short"
+    args = ["train", CONFIG, "--workdir", str(workdir)]
+    assert cli.main([*args, *overrides(digits_tfds_dir, 2), "--quiet"]) == 0
+    examples = json.loads((workdir / "summary.json").read_text())["data"]["train"]
+    per_epoch = -(-examples // 64)
+    assert capsys.readouterr().err.splitlines() == [
+        f"Warning: this run trains only {2 * per_epoch} optimisation steps (train.epochs=2 x ceil({examples} "
+        "training examples / train.batch_size=64)); fewer than 100 rarely train a model: raise train.epochs or "
+        "lower train.batch_size."]
+    assert cli.main([*args, *overrides(digits_tfds_dir, -(-100 // per_epoch))]) == 0   # 100 steps or more
+    assert "Warning" not in capsys.readouterr().err
+
+
+def test_steps_per_epoch_counts_the_partial_batch_and_oversampled_examples():
+    from ml_collections import ConfigDict
+
+    from fluxnet.data.splits import Split
+    from fluxnet.runs.build import steps_per_epoch
+
+    train = Split(np.zeros((50, 8, 8, 1), np.float32), np.array([0] * 30 + [1] * 15 + [2] * 5))
+    config = ConfigDict({"train": {"batch_size": 32, "oversample": False}})
+    assert steps_per_epoch(config, train) == 2                      # 32 + 18
+    config.train.oversample = True
+    assert steps_per_epoch(config, train) == 3                      # 3 classes x 30 = 90 examples
+
+
+def test_the_plots_name_the_test_split_and_mark_the_best_epoch(tmp_path, digits_tfds_dir, monkeypatch):
+    from matplotlib.figure import Figure
+
+    figures, save = {}, Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **k: (figures.update({Path(path).name: fig}),
+                                                                     save(fig, path, **k))[1])
+    summary = runs.train(runs.resolve_config(CONFIG, overrides(digits_tfds_dir, 2)), tmp_path / "plots", verbose=0)
+    matrix = figures["confusion_matrix.png"]
+    assert matrix.axes[0].get_title().startswith("digits, test split: accuracy")
+    assert len(matrix.axes) == 2 and matrix.axes[1].get_ylabel() == "examples"   # the colour bar
+    best = summary["best_checkpoint"]["epoch"]
+    for ax in figures["curves.png"].axes:                          # loss and accuracy
+        marks = [line for line in ax.get_lines() if line.get_label() == f"best (epoch {best})"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [best, best], ax.get_title()
+
+
+def test_baseline_names_the_split_it_scores(digits_tfds_dir, capsys):
+    assert cli.main(["baseline", CONFIG, f"data.data_dir={digits_tfds_dir}"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    test = prepare_data(runs.resolve_config(CONFIG, [f"data.data_dir={digits_tfds_dir}"]))[0].test
+    assert report["split"] == "test" and report["examples"]["test"] == len(test)
+    assert report["accuracy"] == max(report["majority"], report["logistic_regression"])
+
+
 # ------------------------------------------------------------------------------------------------ the lock
 
 HOLD_LOCK = """

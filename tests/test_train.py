@@ -71,10 +71,12 @@ def fitted(digits_splits):
 
 def test_fit_learns_and_continues_without_recompiling(fitted, digits_splits):
     trainer, state, first, second = fitted
-    assert set(first.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(first.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
     assert all(len(v) == 2 for v in first.history.values()) and second.epoch == [2, 3]
-    assert int(state.epoch) == 4 and int(state.step) == 4 * (len(digits_splits.train) // 64)
-    assert trainer.train_step._cache_size() == 1 and trainer.eval_step._cache_size() == 1
+    n = len(digits_splits.train)
+    assert n % 64 and int(state.epoch) == 4 and int(state.step) == 4 * -(-n // 64)  # the partial batch too
+    # one compilation for full batches and one for the last partial batch, however many epochs
+    assert trainer.train_step._cache_size() == 2 and trainer.eval_step._cache_size() == 1
     assert second.history["loss"][-1] < first.history["loss"][0]
     assert second.history["val_accuracy"][-1] > 0.9
     test = digits_splits.test
@@ -237,7 +239,7 @@ def test_oversampling_balances_the_epoch(digits_splits):
     counts = np.bincount(y, minlength=10)
     t = fx.Trainer(tiny_mlp(), loss=LOGITS_CE, optimizer=optax.sgd(0.0))
     state, _ = t.fit(t.init(jax.random.key(0)), (x, y), epochs=2, batch_size=10, oversample=True, verbose=0)
-    assert int(state.step) == 2 * (counts.max() * np.count_nonzero(counts) // 10)
+    assert int(state.step) == 2 * -(-counts.max() * np.count_nonzero(counts) // 10)  # the last partial batch too
 
 
 def test_param_groups_and_frozen_layers(digits_splits):
@@ -304,20 +306,26 @@ MULTI_DEVICE = textwrap.dedent("""
     import jax, optax, fluxnet as fx
     from fluxnet import data
     from fluxnet.models.builders import build_model
-    from test_train import summarize
+    from test_train import ODD, summarize
 
     assert len(jax.devices()) == 4
     splits = data.load_dataset("digits", data_dir=sys.argv[1], splits={"validation": 0.15, "test": 0.2}, seed=0)
     train = data.preprocess_splits(splits, {"rescale": 1 / 255})[0].train
     loss = fx.losses.get("sparse_categorical_crossentropy", from_logits=True)
     models = {"cnn": dict(filters=(8,), dense_units=16, dropout=0.2), "mlp": dict(units=(32,), dropout=0.0)}
+    odd = (train.images[:ODD], train.labels[:ODD])   # a last batch of 15: padded to 16, one row masked
     out = {}
-    for name, model, parallel in [("cnn", "cnn", "sharding"), ("mlp", "mlp", "sharding"), ("mlp_pmap", "mlp", "pmap")]:
+    for name, model, parallel, data in [("cnn", "cnn", "sharding", train), ("mlp", "mlp", "sharding", train),
+                                        ("mlp_pmap", "mlp", "pmap", train), ("cnn_odd", "cnn", "sharding", odd),
+                                        ("mlp_odd", "mlp", "sharding", odd), ("mlp_pmap_odd", "mlp", "pmap", odd)]:
         t = fx.Trainer(build_model(model, (8, 8, 1), 10, **models[model]), loss=loss, optimizer=optax.adam(3e-3),
                        metrics=["accuracy"], parallel=parallel)
-        out[name] = summarize(*t.fit(t.init(jax.random.key(0)), train, epochs=2, batch_size=64, verbose=0))
+        out[name] = summarize(*t.fit(t.init(jax.random.key(0)), data, epochs=2, batch_size=64, verbose=0))
     print(json.dumps(out))
 """)
+
+
+ODD = 1167  # training rows whose last batch of 64 (15 rows) does not divide over 4 devices
 
 
 def summarize(state, history) -> dict:
@@ -329,19 +337,24 @@ def summarize(state, history) -> dict:
 
 def test_data_parallel_equals_one_device(digits_tfds_dir, digits_splits):
     """Sharding over 4 CPU devices (a subprocess) equals this process' single device, BatchNormalization
-    statistics included (they are over the global batch); pmap is close to sharding for a model
-    without BatchNormalization."""
+    statistics included (they are over the global batch), also when the last batch is padded for the
+    devices (its padded rows count nowhere); pmap is close to sharding for a model without
+    BatchNormalization."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-c", MULTI_DEVICE, str(digits_tfds_dir)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t = fx.Trainer(tiny_cnn(), loss=LOGITS_CE, optimizer=optax.adam(3e-3), metrics=["accuracy"])
     one = summarize(*t.fit(t.init(jax.random.key(0)), digits_splits.train, epochs=2, batch_size=64, verbose=0))
+    x, y = digits_splits.train
+    one_odd = summarize(*t.fit(t.init(jax.random.key(0)), (x[:ODD], y[:ODD]), epochs=2, batch_size=64, verbose=0))
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
     out = json.loads(stdout.strip().splitlines()[-1])
     assert len(one["stats"]) == 2                    # BN moving mean and variance are compared
     for key in ("loss", "accuracy", "stats"):
         np.testing.assert_allclose(out["cnn"][key], one[key], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(out["cnn_odd"][key], one_odd[key], rtol=1e-4, atol=1e-6)
     for key in ("loss", "accuracy"):
         np.testing.assert_allclose(out["mlp_pmap"][key], out["mlp"][key], rtol=1e-4)
+        np.testing.assert_allclose(out["mlp_pmap_odd"][key], out["mlp_odd"][key], rtol=1e-4)

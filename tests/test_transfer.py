@@ -195,7 +195,8 @@ def test_pretrain_then_transfer_commands(tmp_path, digits_tfds_dir):
 
 def test_mixup_in_the_train_step_trains_sparse_labels_on_their_dense_loss(digits_splits):
     """MixUp makes soft labels inside the step; the trainer then trains on categorical cross-entropy
-    (same from_logits) while evaluation keeps the sparse loss -- and the step still compiles once."""
+    (same from_logits) while evaluation keeps the sparse loss -- and the step compiles no more often than
+    without it (once for full batches, once for the last partial one)."""
     from fluxnet.augment import Pipeline
 
     pipeline = Pipeline.from_config([{"op": "RandomTranslation", "height_factor": 0.1, "width_factor": 0.1},
@@ -207,4 +208,4 @@ def test_mixup_in_the_train_step_trains_sparse_labels_on_their_dense_loss(digits
                                  verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert trainer.evaluate(state, digits_splits.test)["accuracy"] > 0.6  # 10 classes: chance is 0.1
-    assert trainer.train_step._cache_size() == 1
+    assert len(digits_splits.train) % 64 and trainer.train_step._cache_size() == 2

@@ -1,4 +1,5 @@
-"""``fluxnet baseline CONFIG [key=value ...]``: majority-class and logistic-regression test accuracy."""
+"""``fluxnet baseline CONFIG [key=value ...]``: majority-class and logistic-regression accuracy on the test
+split; prints one JSON object that names the split and its size."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from fluxnet.cli.args import add_config
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("baseline", help="majority and logistic-regression accuracy")
+    p = sub.add_parser("baseline", help="majority and logistic-regression accuracy on the test split")
     add_config(p)
     p.set_defaults(run=run)
 

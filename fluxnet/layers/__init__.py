@@ -2,6 +2,7 @@
 from fluxnet.layers.base import Layer, LayerError, SymbolicTensor, register
 from fluxnet.layers.conv import Conv2D
 from fluxnet.layers.core import Activation, Dense, Dropout, Input, InputLayer
+from fluxnet.layers.lambda_layer import Lambda
 from fluxnet.layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from fluxnet.layers.normalization import BatchNormalization
 from fluxnet.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
@@ -11,5 +12,5 @@ __all__ = [
     "Layer", "LayerError", "SymbolicTensor", "register", "Input", "InputLayer", "Dense", "Activation",
     "Dropout", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
     "BatchNormalization", "Flatten", "Reshape", "ZeroPadding2D", "Rescaling", "Add", "Subtract", "Multiply",
-    "Average", "Maximum", "Minimum", "Concatenate",
+    "Average", "Maximum", "Minimum", "Concatenate", "Lambda",
 ]

@@ -10,6 +10,8 @@ A layer is configuration plus three pure functions:
 
 Layers with state updates (BatchNormalization) override ``apply``, which returns
 ``(outputs, updates)``. A layer never stores arrays: models keep variables keyed by layer name.
+A layer that sets ``accepts_mask = True`` also gets ``mask=`` in ``apply`` when ``model.apply`` is given
+a row mask (a boolean ``(batch,)`` array, False for rows that only pad a batch).
 
 Custom layers subclass :class:`Layer` and implement what they need of the three functions (the
 defaults: identity shape, no variables). Constructor arguments are recorded automatically for
@@ -127,12 +129,19 @@ class SymbolicTensor:
 
 
 class Node:
-    """One call of a layer on symbolic inputs: the edges of the model graph."""
+    """One call of a layer on symbolic inputs: the edges of the model graph.
 
-    def __init__(self, layer: "Layer", inputs: Any, call_index: int):
+    ``training`` is the call's own mode (Keras' ``layer(x, training=False)``): None follows the model's
+    ``apply``, a bool overrides it for this call.
+    """
+
+    def __init__(self, layer: "Layer", inputs: Any, call_index: int, training: bool | None = None):
+        if training is not None and not isinstance(training, bool):
+            raise ArgumentTypeError(f"training must be None, True or False, got {training!r}.")
         self.layer = layer
-        self.inputs = inputs  # a SymbolicTensor, or a list of them for merge layers
+        self.inputs = inputs  # a SymbolicTensor, a list of them (merge layers) or a dict (a model's inputs)
         self.call_index = call_index
+        self.training = training
         self.output: SymbolicTensor | None = None
 
     @property
@@ -141,6 +150,8 @@ class Node:
 
 
 def flatten_inputs(inputs: Any) -> list:
+    if isinstance(inputs, Mapping):
+        return list(inputs.values())
     if isinstance(inputs, (list, tuple)):
         return list(inputs)
     return [] if inputs is None else [inputs]
@@ -166,12 +177,14 @@ class _RecordArgs(type):
 class Layer(metaclass=_RecordArgs):
     """Base class of all layers (see the module docstring for the contract)."""
 
+    accepts_mask = False  # True: apply() takes mask= (a (batch,) bool array, False for padding rows)
+
     def __init__(self, name: str | None = None, trainable: bool = True, input_shape: Sequence | None = None,
                  dtype: str = "float32"):
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
             raise ArgumentError(f"Layer name must be a non-empty string without '/', got {name!r}.")
         self.name = name
-        self.trainable = bool(trainable)
+        self._trainable = bool(trainable)
         # Run as in inference even when the model trains (Keras: a sub-model called with training=False),
         # e.g. a transfer backbone whose BatchNormalization keeps its moving statistics while it trains.
         self.inference_mode = False
@@ -180,6 +193,16 @@ class Layer(metaclass=_RecordArgs):
         self.input_shape_arg = None if input_shape is None else tuple(input_shape)
         self.built_input_shape: Shape | None = None  # set by the first call on a symbolic tensor
         self._nodes: list[Node] = []
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the optimizer updates this layer's params (False: frozen; a frozen BatchNormalization
+        also runs in inference mode, as Keras)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
 
     # ----------------------------------------------------------------------------------- contract
     def compute_output_shape(self, input_shape: Shape) -> Shape:
@@ -212,10 +235,14 @@ class Layer(metaclass=_RecordArgs):
         return cls(**config)
 
     # ----------------------------------------------------------------------------------- graph
-    def __call__(self, inputs: Any) -> SymbolicTensor:
-        """Call the layer on symbolic tensors (``layers.Input`` or other layers' outputs)."""
+    def __call__(self, inputs: Any, training: bool | None = None) -> SymbolicTensor:
+        """Call the layer on symbolic tensors (``layers.Input`` or other layers' outputs).
+
+        ``training=False`` / ``True`` fixes this call's mode whatever mode the model runs in; None (the
+        default) follows ``model.apply(..., training=...)``.
+        """
         flat = flatten_inputs(inputs)
-        if not flat or not all(isinstance(t, SymbolicTensor) for t in flat):
+        if isinstance(inputs, Mapping) or not flat or not all(isinstance(t, SymbolicTensor) for t in flat):
             raise ArgumentTypeError(
                 f"{self.describe()} was called on {type(inputs).__name__}; layers are called on symbolic "
                 "tensors (layers.Input(...) or another layer's output) to build a model. To compute on "
@@ -229,7 +256,8 @@ class Layer(metaclass=_RecordArgs):
         out_shape = self.output_shape_for(in_shape)
         if self.built_input_shape is None:
             self.built_input_shape = in_shape
-        node = Node(self, list(inputs) if isinstance(inputs, (list, tuple)) else inputs, len(self._nodes))
+        node = Node(self, list(inputs) if isinstance(inputs, (list, tuple)) else inputs, len(self._nodes),
+                    training)
         node.output = SymbolicTensor(out_shape, self.dtype, node)
         self._nodes.append(node)
         return node.output

@@ -1,4 +1,4 @@
-"""Core layers: Input, Dense, Activation, Dropout, Lambda-free basics."""
+"""Core layers: Input, Dense, Activation, Dropout (Lambda has its own module)."""
 from __future__ import annotations
 
 from typing import Any, Sequence

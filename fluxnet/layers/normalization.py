@@ -1,6 +1,7 @@
 """BatchNormalization with Keras 3's numerics (epsilon 1e-3, two-pass biased batch variance)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -19,7 +20,13 @@ class BatchNormalization(Layer):
     statistics update as ``moving = moving * momentum + batch * (1 - momentum)``. Inference, or a frozen
     layer (``trainable=False``, Keras semantics), uses the moving statistics. Variables: ``gamma``,
     ``beta`` (params) and ``moving_mean``, ``moving_variance`` (``batch_stats``).
+
+    With a row ``mask`` (False for rows that only pad the batch) the statistics are those of the real
+    rows alone, so a padded batch normalises its real rows exactly as the unpadded batch would; a batch
+    without real rows leaves the moving statistics as they were.
     """
+
+    accepts_mask = True
 
     def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
                  scale: bool = True, beta_initializer: Any = "zeros", gamma_initializer: Any = "ones",
@@ -56,7 +63,7 @@ class BatchNormalization(Layer):
         stats = {"moving_mean": make("moving_mean"), "moving_variance": make("moving_variance")}
         return {"params": params, "batch_stats": stats}
 
-    def apply(self, variables, inputs, *, training=False, rng=None):
+    def apply(self, variables, inputs, *, training=False, rng=None, mask=None):
         axis = self.axis % inputs.ndim
         reduce_axes = tuple(a for a in range(inputs.ndim) if a != axis)
         bshape = [1] * inputs.ndim
@@ -65,11 +72,17 @@ class BatchNormalization(Layer):
         stats = variables["batch_stats"]
         updates = {}
         if training and self.trainable:
-            mean = jnp.mean(x, axis=reduce_axes)
-            var = jnp.var(x, axis=reduce_axes)  # two-pass, biased: Keras' ops.moments
+            if mask is None:
+                mean = jnp.mean(x, axis=reduce_axes)
+                var = jnp.var(x, axis=reduce_axes)  # two-pass, biased: Keras' ops.moments
+            else:
+                mean, var = _masked_moments(x, mask, reduce_axes, bshape)
             m = self.momentum
             updates = {"batch_stats": {"moving_mean": stats["moving_mean"] * m + mean * (1.0 - m),
                                        "moving_variance": stats["moving_variance"] * m + var * (1.0 - m)}}
+            if mask is not None:  # a batch of padding rows only keeps the moving statistics
+                updates = jax.tree.map(lambda new, old: jnp.where(jnp.any(mask), new, old), updates,
+                                       {"batch_stats": stats})
         else:
             mean, var = stats["moving_mean"], stats["moving_variance"]
         params = variables.get("params", {})
@@ -83,3 +96,15 @@ class BatchNormalization(Layer):
 
     def call(self, variables, inputs, *, training=False, rng=None):
         return self.apply(variables, inputs, training=training, rng=rng)[0]
+
+
+def _masked_moments(x: jax.Array, mask: jax.Array, reduce_axes: tuple[int, ...],
+                    bshape: list[int]) -> tuple[jax.Array, jax.Array]:
+    """Mean and biased variance over ``reduce_axes`` of the rows where ``mask`` (shape ``(batch,)``) is
+    True, two-pass like ``jnp.var``; padding rows never enter a sum (even when they hold NaN)."""
+    rows = mask.astype(bool).reshape((-1,) + (1,) * (x.ndim - 1))
+    per_row = math.prod(x.shape[a] for a in reduce_axes if a != 0)
+    count = jnp.maximum(jnp.sum(mask.astype(x.dtype)), 1.0) * per_row
+    mean = jnp.sum(jnp.where(rows, x, 0.0), axis=reduce_axes) / count
+    centered = jnp.where(rows, x - mean.reshape(bshape), 0.0)
+    return mean, jnp.sum(jnp.square(centered), axis=reduce_axes) / count

@@ -1,9 +1,13 @@
 """``Model``: a Keras-style functional model, a DAG of layer calls from ``Input`` tensors to outputs.
 
 The model owns no arrays. ``init(rng)`` makes ``{"params": {layer_name: ...}, "batch_stats": {...}}``
-and ``apply(variables, inputs, training=False, rng=None) -> (outputs, state)`` runs the graph; both are
-pure and jittable. Because variables are keyed by layer name, a model built from intermediate outputs of
-another (a feature extractor) runs on the parent's variables.
+and ``apply(variables, inputs, training=False, rng=None, mask=None) -> (outputs, state)`` runs the graph;
+both are pure and jittable. Because variables are keyed by layer name, a model built from intermediate
+outputs of another (a feature extractor) runs on the parent's variables.
+
+A model is also a layer (Keras): called on symbolic tensors, ``base(x, training=False)``, it becomes one
+layer of the bigger model, whose variables hold the nested model's own variables under its name
+(``{"params": {"base": {"conv2d": ...}}}``).
 """
 from __future__ import annotations
 
@@ -16,10 +20,11 @@ import numpy as np
 
 from fluxnet import tree
 from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError
-from fluxnet.layers.base import (LAYERS, Layer, Node, SymbolicTensor, format_shape, layer_class_name, layer_rng,
-                                 to_snake_case)
+from fluxnet.layers.base import (LAYERS, Layer, LayerError, Node, SymbolicTensor, flatten_inputs, format_shape,
+                                 layer_class_name, layer_rng, register, to_snake_case)
 from fluxnet.layers.core import InputLayer
 from fluxnet.models.summary import summary_table
+from fluxnet.models.training import KerasMethods
 from fluxnet.registry import unknown_name_error
 
 Variables = dict
@@ -116,13 +121,22 @@ def keras_layer_order(outputs: list[SymbolicTensor]) -> list[Layer]:
 def assign_names(layers: Sequence[Layer]) -> None:
     """Name unnamed layers Keras-style (``dense``, ``dense_1``, ...) unique within ``layers``.
 
-    Names are given once and kept for life, so every model holding a layer sees the same name.
+    Names are given once and kept for life, so every model holding a layer sees the same name. A model
+    still holding its default name (``functional``, ``sequential``) is named the same way the first time
+    it is nested, so two such models in one bigger model become ``sequential`` and ``sequential_1``.
     """
-    taken = {layer.name for layer in layers if layer.name}
+    def unnamed(layer: Layer) -> bool:
+        return not layer.name or (isinstance(layer, Model) and layer._default_name)
+
+    taken = {layer.name for layer in layers if not unnamed(layer)}
     for layer in layers:
-        if layer.name:
+        if not unnamed(layer):
             continue
-        base = "input_layer" if isinstance(layer, InputLayer) else to_snake_case(type(layer).__name__)
+        if isinstance(layer, Model):
+            base = layer.name
+            layer._default_name = False
+        else:
+            base = "input_layer" if isinstance(layer, InputLayer) else to_snake_case(type(layer).__name__)
         name, i = base, 0
         while name in taken:
             i += 1
@@ -142,14 +156,52 @@ def check_unique_names(layers: Sequence[Layer], model_name: str) -> None:
                                 "unique in a model.")
 
 
-class Model:
-    """A functional model from ``inputs`` to ``outputs`` (each a tensor, a list or a dict)."""
+def check_single_owner(layers: Sequence[Layer], model_name: str) -> None:
+    """ArgumentError for a layer used both inside a nested model and elsewhere in the same model: its
+    variables live under one path (``base/dense``), so the two uses could not share them."""
+    paths: dict[int, str] = {}
+
+    def visit(members: Sequence[Layer], prefix: str) -> None:
+        for layer in members:
+            if isinstance(layer, InputLayer):  # no variables: a model may start at its nested model's Input
+                continue
+            path = prefix + layer.name
+            first = paths.setdefault(id(layer), path)
+            if first != path:
+                raise ArgumentError(
+                    f"{layer.describe()} is used in model {model_name!r} both as {first!r} and as {path!r}. "
+                    "A nested model keeps its layers' variables under its own name, so the two uses would not "
+                    "share weights: use the layer in one place, or build on the nested model's output.")
+            if isinstance(layer, Model):
+                visit(layer._layers, path + "/")
+
+    visit(layers, "")
+
+
+def _compatible(expected: tuple, given: tuple) -> bool:
+    """Whether a symbolic shape fits a model input's shape (same rank, known sizes equal)."""
+    return len(expected) == len(given) and all(e is None or g is None or e == g for e, g in zip(expected, given))
+
+
+@register("Functional")
+class Model(KerasMethods, Layer):
+    """A functional model from ``inputs`` to ``outputs`` (each a tensor, a list or a dict).
+
+    As a layer (``model(x, training=None)`` on symbolic tensors) it keeps its own variables under its
+    name in the bigger model; ``trainable = False`` freezes all its layers.
+    """
 
     shows_connections = True  # summary's "Connected to" column (a Sequential's chain needs none)
+    accepts_mask = True
 
     def __init__(self, inputs: Any, outputs: Any, name: str | None = None):
-        self.name = name or "functional"
+        self._init_model(name, "functional")
         self._set_graph(inputs, outputs)
+
+    def _init_model(self, name: str | None, default: str) -> None:
+        super().__init__(name=name)
+        self.name = name or default
+        self._default_name = name is None  # see assign_names: made unique the first time it is nested
 
     # ------------------------------------------------------------------------------ graph building
     def _set_graph(self, inputs: Any, outputs: Any) -> None:
@@ -175,11 +227,29 @@ class Model:
         assign_names([n.layer for n in nodes])  # graph order, so names follow the order of the calls
         layers = keras_layer_order(flat_out)
         check_unique_names(layers, self.name)
+        check_single_owner(layers, self.name)
         self._inputs, self._outputs = inputs, outputs
         self._flat_inputs, self._flat_outputs = flat_in, flat_out
-        self._nodes = nodes
+        self._graph_nodes = nodes
         self._layers = layers
         self._abstract = None
+        shapes = [t.shape for t in flat_in]
+        self.built_input_shape = shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def trainable(self) -> bool:
+        """The value last set (default True). Setting it sets it on every layer, recursively into nested
+        models (Keras); while it is False all the model's params are frozen, whatever a layer says."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
+        for layer in self.layers:
+            layer.trainable = value
+
+    def describe(self) -> str:
+        return f"model {self.name!r}"
 
     @property
     def inputs(self) -> list[SymbolicTensor]:
@@ -218,10 +288,11 @@ class Model:
         raise unknown_name_error(f"layer in model {self.name!r}:", name, [l.name for l in self._layers])
 
     # ------------------------------------------------------------------------------ variables
-    def init(self, rng: jax.Array) -> Variables:
+    def init(self, rng: jax.Array, input_shape: Any = None) -> Variables:
         """Fresh variables ``{"params": {layer_name: {...}}, <state collections>: {...}}``.
 
-        Each layer's initial values depend only on ``rng`` and the layer's name.
+        Each layer's initial values depend only on ``rng`` and the layer's name. ``input_shape`` is
+        there for the layer contract (a nested model's init) and unused: the model's Inputs fix shapes.
         """
         variables: Variables = {"params": {}}
         for layer in self._layers:
@@ -239,29 +310,42 @@ class Model:
 
     def param_labels(self, params: Mapping | None = None, groups: Mapping[str, str] | None = None) -> dict:
         """A label for every leaf of ``params``, for ``optax.multi_transform``: ``"frozen"`` for layers
-        with ``trainable=False`` (they get exactly zero updates), else the layer's entry in ``groups``
-        (layer name -> optimizer group), else ``"trainable"``."""
+        with ``trainable=False`` or inside a frozen model (they get exactly zero updates), else the
+        layer's entry in ``groups`` (layer name -> optimizer group; a nested model's entry covers all its
+        layers), else ``"trainable"``."""
         params = self.abstract_variables()["params"] if params is None else params
-        groups = dict(groups or {})
-        trainable = {layer.name: layer.trainable for layer in self._layers}
+        return self._labels(params, dict(groups or {}), "trainable", frozen=not self.trainable)
 
-        def label(name: str) -> str:
-            return groups.get(name, "trainable") if trainable.get(name, True) else "frozen"
-
-        return {name: jax.tree.map(lambda _, l=label(name): l, sub) for name, sub in params.items()}
+    def _labels(self, params: Mapping, groups: Mapping[str, str], default: str, frozen: bool) -> dict:
+        layers = {layer.name: layer for layer in self._layers}
+        labels = {}
+        for name, sub in params.items():
+            layer = layers.get(name)
+            group = groups.get(name, default)
+            off = frozen or (layer is not None and not layer.trainable)
+            if isinstance(layer, Model):
+                labels[name] = layer._labels(sub, {}, group, off)
+            else:
+                labels[name] = jax.tree.map(lambda _, l="frozen" if off else group: l, sub)
+        return labels
 
     def count_params(self) -> int:
         """All variables' sizes, BN moving statistics included (as Keras)."""
         return sum(self.param_counts().values())
 
     def param_counts(self) -> dict[str, int]:
-        """``{"trainable": n, "non_trainable": m}`` with Keras' split."""
-        counts = {"trainable": 0, "non_trainable": 0}
+        """``{"trainable": n, "non_trainable": m}`` with Keras' split: params of trainable layers in a
+        trainable model (nested models recursively) are trainable, everything else is not."""
+        total = trainable = 0
         for layer in self._layers:
-            for collection, size in self.layer_param_sizes(layer).items():
-                key = "trainable" if collection == "params" and layer.trainable else "non_trainable"
-                counts[key] += size
-        return counts
+            sizes = self.layer_param_sizes(layer)
+            total += sum(sizes.values())
+            if isinstance(layer, Model):
+                trainable += layer.param_counts()["trainable"]
+            elif layer.trainable:
+                trainable += sizes.get("params", 0)
+        trainable = trainable if self.trainable else 0
+        return {"trainable": trainable, "non_trainable": total - trainable}
 
     def layer_param_sizes(self, layer: Layer) -> dict[str, int]:
         """Number of values per collection held by ``layer``."""
@@ -270,25 +354,29 @@ class Model:
 
     # ------------------------------------------------------------------------------ forward
     def apply(self, variables: Variables, inputs: Any, training: bool = False,
-              rng: jax.Array | None = None) -> tuple[Any, Variables]:
+              rng: jax.Array | None = None, mask: jax.Array | None = None) -> tuple[Any, Variables]:
         """Run the graph: ``(outputs, state)``; state holds the non-trainable collections, updated
         in training (BatchNormalization's moving statistics). Randomness comes from ``rng`` folded with
-        each layer's name, so the same key gives the same dropout masks."""
+        each layer's name, so the same key gives the same dropout masks. A call made with its own
+        ``training=`` runs in that mode. ``mask`` (bool, shape ``(batch,)``, False for rows that only pad
+        the batch) goes to the layers with ``accepts_mask`` (BatchNormalization's statistics skip them)."""
         arrays = self._check_inputs(inputs)
         self._check_variables(variables)
+        mask = self._check_mask(mask, arrays)
         values: dict[int, jax.Array] = {}
         for tensor, x in zip(self._flat_inputs, arrays):
             values[id(tensor)] = x
         updates: dict[str, dict] = {}
-        for node in self._nodes:
+        for node in self._graph_nodes:
             layer = node.layer
             if isinstance(layer, InputLayer):
                 continue
-            args = ([values[id(t)] for t in node.inputs] if isinstance(node.inputs, list)
-                    else values[id(node.inputs)])
+            args = _pack(node.inputs, [values[id(t)] for t in node.parents])
             layer_vars = {c: sub[layer.name] for c, sub in variables.items() if layer.name in sub}
-            out, upd = layer.apply(layer_vars, args, training=training and not layer.inference_mode,
-                                   rng=layer_rng(rng, layer.name, node.call_index))
+            node_training = training if node.training is None else node.training
+            extra = {"mask": mask} if mask is not None and layer.accepts_mask else {}
+            out, upd = layer.apply(layer_vars, args, training=node_training and not layer.inference_mode,
+                                   rng=layer_rng(rng, layer.name, node.call_index), **extra)
             values[id(node.output)] = out
             for collection, value in upd.items():
                 updates.setdefault(collection, {})[layer.name] = value
@@ -296,24 +384,54 @@ class Model:
         state = {c: {**sub, **updates.get(c, {})} for c, sub in tree.split_variables(variables)[1].items()}
         return outputs, state
 
-    def __call__(self, *args, **kwargs):
-        raise ArgumentTypeError("A fluxnet model is applied with model.apply(variables, x, training=..., rng=...).")
+    def __call__(self, inputs: Any, training: bool | None = None) -> SymbolicTensor:
+        """Call the model on symbolic tensors (Keras): it becomes one layer of the model built from the
+        result. ``training=False`` runs it in inference mode whatever the bigger model does (the
+        transfer-learning idiom ``base(x, training=False)``), True in training mode, None follows."""
+        flat = flatten_inputs(inputs)
+        if not flat or not all(isinstance(t, SymbolicTensor) for t in flat):
+            raise ArgumentTypeError(
+                f"Model {self.name!r} was called on {type(inputs).__name__}. To compute on arrays use "
+                "model.apply(variables, x, training=..., rng=...); a model is called only on symbolic tensors "
+                "(layers.Input(...) or layer outputs), to use it as a layer of a bigger model.")
+        if len(self._flat_outputs) != 1:
+            raise ArgumentError(f"Model {self.name!r} has {len(self._flat_outputs)} outputs; only a model with "
+                                "one output can be called as a layer. Build the bigger model on its outputs "
+                                "instead (model.outputs).")
+        for expected, tensor in zip(self._flat_inputs, self._given_inputs(inputs, LayerError)):
+            if not _compatible(expected.shape, tensor.shape):
+                raise LayerError(f"Input {expected.layer.name!r} of model {self.name!r} expects shape "
+                                 f"{format_shape(expected.shape)}, got {format_shape(tensor.shape)}.")
+        inputs = dict(inputs) if isinstance(inputs, Mapping) else list(inputs) if isinstance(
+            inputs, (list, tuple)) else inputs
+        node = Node(self, inputs, len(self._nodes), training)
+        output = self._flat_outputs[0]
+        node.output = SymbolicTensor(output.shape, output.dtype, node)
+        self._nodes.append(node)
+        return node.output
 
-    def _check_inputs(self, inputs: Any) -> list[jax.Array]:
+    def _given_inputs(self, inputs: Any, error: type[Exception]) -> list:
+        """``inputs`` (a value, a list or a dict) as a list in the order of ``self.inputs``; ``error``
+        when their structure does not fit the model's."""
         if isinstance(self._inputs, Mapping):
             if not isinstance(inputs, Mapping) or set(inputs) != set(self._inputs):
                 got = sorted(inputs) if isinstance(inputs, Mapping) else type(inputs).__name__
-                raise DataError(f"Model {self.name!r} expects a dict of inputs with keys "
-                                f"{sorted(self._inputs)}, got {got}.")
-            given = [inputs[k] for k in self._inputs]
-        elif len(self._flat_inputs) > 1:
+                raise error(f"Model {self.name!r} expects a dict of inputs with keys "
+                            f"{sorted(self._inputs)}, got {got}.")
+            return [inputs[k] for k in self._inputs]
+        if isinstance(inputs, Mapping):
+            raise error(f"Model {self.name!r} expects {len(self._flat_inputs)} input(s) as a value or a list, "
+                        f"got a dict with keys {sorted(inputs)}.")
+        if len(self._flat_inputs) > 1:
             if not isinstance(inputs, (list, tuple)) or len(inputs) != len(self._flat_inputs):
                 got = f"{len(inputs)} inputs" if isinstance(inputs, (list, tuple)) else type(inputs).__name__
-                raise DataError(f"Model {self.name!r} expects a list of {len(self._flat_inputs)} inputs, "
-                                f"got {got}.")
-            given = list(inputs)
-        else:
-            given = [inputs[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else inputs]
+                raise error(f"Model {self.name!r} expects a list of {len(self._flat_inputs)} inputs, "
+                            f"got {got}.")
+            return list(inputs)
+        return [inputs[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else inputs]
+
+    def _check_inputs(self, inputs: Any) -> list[jax.Array]:
+        given = self._given_inputs(inputs, DataError)
         arrays = []
         for tensor, x in zip(self._flat_inputs, given):
             shape = np.shape(x)
@@ -326,6 +444,17 @@ class Model:
                 x = x.astype(tensor.dtype)
             arrays.append(x)
         return arrays
+
+    def _check_mask(self, mask: Any, arrays: list[jax.Array]) -> jax.Array | None:
+        if mask is None:
+            return None
+        mask = jnp.asarray(mask)
+        batch = arrays[0].shape[0]
+        if mask.shape != (batch,) or mask.dtype != jnp.bool_:
+            raise DataError(f"The mask of model {self.name!r} must be a bool array of shape ({batch},), one "
+                            f"entry per row (False: a padding row); got {mask.dtype} of shape "
+                            f"{format_shape(mask.shape)}.")
+        return mask
 
     def _check_variables(self, variables: Variables) -> None:
         if not isinstance(variables, Mapping) or "params" not in variables:
@@ -352,7 +481,7 @@ class Model:
         """A JSON-friendly description of the architecture that ``from_config`` rebuilds."""
         local_index: dict[int, int] = {}
         per_layer: dict[str, int] = {}
-        for node in self._nodes:
+        for node in self._graph_nodes:
             local_index[id(node)] = per_layer.get(node.layer.name, 0)
             per_layer[node.layer.name] = local_index[id(node)] + 1
 
@@ -366,16 +495,20 @@ class Model:
                 return [ref(t) for t in struct]
             return ref(struct)
 
-        return {
+        def node(n: Node) -> dict:
+            entry = {"layer": n.layer.name, "inputs": refs(n.inputs)}
+            return entry if n.training is None else {**entry, "training": n.training}
+
+        config = {
             "class_name": "Functional",
             "name": self.name,
             "layers": [{"class_name": layer_class_name(l), "config": l.get_config()}
                        for l in self._layers],
-            "nodes": [{"layer": n.layer.name, "inputs": refs(n.inputs)} for n in self._nodes
-                      if not isinstance(n.layer, InputLayer)],
+            "nodes": [node(n) for n in self._graph_nodes if not isinstance(n.layer, InputLayer)],
             "inputs": refs(self._inputs),
             "outputs": refs(self._outputs),
         }
+        return config if self.trainable else {**config, "trainable": False}
 
     @classmethod
     def from_config(cls, config: Mapping) -> "Model":
@@ -399,6 +532,9 @@ class Model:
         for node in config["nodes"]:
             index = calls.get(node["layer"], 0)
             calls[node["layer"]] = index + 1
-            tensors[(node["layer"], index)] = layers[node["layer"]](get(node["inputs"]))
-        return Model(get(config["inputs"]), get(config["outputs"]), name=config.get("name"))
+            tensors[(node["layer"], index)] = layers[node["layer"]](get(node["inputs"]),
+                                                                    training=node.get("training"))
+        model = Model(get(config["inputs"]), get(config["outputs"]), name=config.get("name"))
+        model._trainable = config.get("trainable", True)  # the layers' own flags come from their configs
+        return model
 

@@ -25,16 +25,23 @@ def _shapes(layer) -> str:
     return ", ".join(dict.fromkeys(shapes))
 
 
+def _type_name(layer) -> str:
+    """The class name, as Keras shows it; ``fx.Model`` itself is Keras' ``Functional``."""
+    name = type(layer).__name__
+    return "Functional" if name == "Model" else name
+
+
 def summary_table(model: "Model") -> str:
-    """The summary text; a functional model also shows which layers feed each one (Keras 3)."""
+    """The summary text; a functional model also shows which layers feed each one (Keras 3). A nested
+    model is one row (``base (Functional)``) with its output shape and all its variables' count."""
     functional = model.shows_connections
-    node_ids = {id(n) for n in model._nodes}
+    node_ids = {id(n) for n in model._graph_nodes}
     rows = []
     for layer in model._layers:
         if isinstance(layer, InputLayer) and not functional:
             continue
         params = sum(model.layer_param_sizes(layer).values())
-        row = [f"{layer.name} ({type(layer).__name__})", _shapes(layer), f"{params:,}"]
+        row = [f"{layer.name} ({_type_name(layer)})", _shapes(layer), f"{params:,}"]
         if functional:
             sources = [f"{p.layer.name}[{p.node.call_index}][0]" for node in layer._nodes
                        if id(node) in node_ids for p in node.parents]

@@ -6,12 +6,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 from ml_collections import ConfigDict
 
 from fluxnet import losses, optimizers
 from fluxnet.augment import Pipeline
 from fluxnet.data import DEFAULT_SPLITS, limit_per_class, load_dataset, num_batches, preprocess_splits, select_classes
-from fluxnet.data.splits import DatasetMetadata, DatasetSplits
+from fluxnet.data.splits import DatasetMetadata, DatasetSplits, Split
 from fluxnet.models import Model
 from fluxnet.models.builders import build_model
 from fluxnet.train import EarlyStopping, MetricsLog, TensorBoard, Trainer
@@ -55,8 +56,18 @@ def build_augment(config: ConfigDict, num_classes: int) -> Pipeline | None:
     return Pipeline.from_config(ops, num_classes=num_classes) if ops else None
 
 
-def steps_per_epoch(config: ConfigDict, train_size: int) -> int:
-    return num_batches(train_size, config.train.batch_size, True)
+def epoch_examples(config: ConfigDict, train: Split) -> int:
+    """The examples an epoch trains on: the training split's, or with ``train.oversample`` every class
+    present at the majority class's count (what oversampling draws each epoch)."""
+    if not config.train.oversample:
+        return len(train)
+    counts = np.unique(np.asarray(train.labels), return_counts=True)[1]
+    return int(counts.max()) * len(counts)
+
+
+def steps_per_epoch(config: ConfigDict, train: Split) -> int:
+    """Optimisation steps in an epoch: one a batch, the last partial batch included (as in Keras)."""
+    return num_batches(epoch_examples(config, train), config.train.batch_size, drop_remainder=False)
 
 
 def build_optimizer(config: ConfigDict, steps: int, learning_rate: float | None = None):

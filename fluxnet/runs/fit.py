@@ -73,7 +73,7 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
     workdir = Path(workdir)
     check_run_config(config)
     train, validation = splits.train, splits.validation
-    trainer = build_trainer(config, model, steps_per_epoch(config, len(train)), optimizer, param_groups)
+    trainer = build_trainer(config, model, steps_per_epoch(config, train), optimizer, param_groups)
     fit_args = {"batch_size": config.train.batch_size, "validation_data": validation,
                 "class_weight": plain(config.train.class_weight), "oversample": config.train.oversample}
     trainer.check_fit(train, config.train.epochs, **fit_args)

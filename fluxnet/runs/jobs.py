@@ -5,22 +5,25 @@ Each job first checks the config and refuses a workdir of another config (readin
 existing workdir at once, so a second process on it stops before any work; a new workdir is created
 (and locked) only once the data and model are built and checked, so a mistake leaves nothing behind.
 ``should_stop`` (a :class:`~fluxnet.runs.signals.StopSignals`) is asked between phases and after every
-training step: a signal ends the job with ``TrainingInterrupted`` and nothing half-written.
+training step: a signal ends the job with ``TrainingInterrupted`` and nothing half-written. A finished
+run of fewer than ``SHORT_RUN_STEPS`` optimisation steps in all ends with a warning (also at ``verbose=0``).
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import jax
 from ml_collections import ConfigDict
 
 from fluxnet import optimizers
+from fluxnet.data.splits import Split
 from fluxnet.errors import AlreadyExistsError
 from fluxnet.models import Model
 from fluxnet.runs.baselines import baselines
-from fluxnet.runs.build import build_optimizer, configured_model, prepare_data, steps_per_epoch
+from fluxnet.runs.build import build_optimizer, configured_model, epoch_examples, prepare_data, steps_per_epoch
 from fluxnet.runs.fit import FitResult, fit_run
 from fluxnet.runs.lock import RunLock
 from fluxnet.runs.report import write_report
@@ -30,6 +33,8 @@ from fluxnet.runs.workdir import check_workdir
 from fluxnet.train.faults import CrashPoint
 from fluxnet.transfer import build_transfer_model, configure, pretrained
 from fluxnet.tree import plain
+
+SHORT_RUN_STEPS = 100  # a run of fewer optimisation steps rarely trains a model: likely a mistake
 
 
 def _claim(config: ConfigDict, workdir: Path, lock: RunLock) -> None:
@@ -53,7 +58,22 @@ def _fit_and_report(config: ConfigDict, workdir: Path, lock: RunLock, model: Mod
     summary = write_report(config, workdir, fit, splits, verbose=verbose, extra_summary=extra_summary)
     if should_stop is not None:
         should_stop.check(f"the run in {workdir} is complete and reported")
+    _warn_if_short(config, splits.train)  # beside the test metrics and baselines: why a score may fall short
     return fit, summary
+
+
+def _warn_if_short(config: ConfigDict, train: Split) -> None:
+    """One line on stderr when the whole run trains fewer than ``SHORT_RUN_STEPS`` steps (few-shot data
+    at a large batch size: 50 images at batch 32 are 2 steps an epoch), counted as Keras batches:
+    ``train.epochs * ceil(examples an epoch / train.batch_size)``."""
+    steps = config.train.epochs * steps_per_epoch(config, train)
+    if steps >= SHORT_RUN_STEPS:
+        return
+    examples = epoch_examples(config, train)
+    drawn = f" (oversampled from {len(train)})" if examples != len(train) else ""
+    print(f"Warning: this run trains only {steps} optimisation steps (train.epochs={config.train.epochs} x "
+          f"ceil({examples} training examples{drawn} / train.batch_size={config.train.batch_size})); fewer than "
+          f"{SHORT_RUN_STEPS} rarely train a model: raise train.epochs or lower train.batch_size.", file=sys.stderr)
 
 
 def train(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
@@ -117,7 +137,7 @@ def transfer(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
         groups = configure(model, backbone, t.mode, t.fine_tune_layers)
         init = pretrained.restore_into(model.init(jax.random.key(config.seed)), backbone_variables,
                                        exclude=list(t.exclude))
-        steps = steps_per_epoch(config, len(splits.train))
+        steps = steps_per_epoch(config, splits.train)
         head_lr = config.optimizer.get("learning_rate") or optimizers.default_learning_rate(config.optimizer.name)
         txs = {"head": build_optimizer(config, steps),
                "backbone": build_optimizer(config, steps, learning_rate=head_lr * t.backbone_lr_factor)}
@@ -130,8 +150,10 @@ def transfer(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
 
 
 def baseline_report(config: ConfigDict) -> dict:
-    """``fluxnet baseline``: majority-class and logistic-regression accuracy on the test split."""
+    """``fluxnet baseline``: majority-class and logistic-regression accuracy on the test split (fitted on
+    the training split), with the split's name and both splits' sizes."""
     check_reportable(config)
     splits, _ = prepare_data(config)
-    return baselines(splits.train.images, splits.train.labels, splits.test.images, splits.test.labels,
-                     seed=config.seed)
+    train, test = splits.train, splits.test
+    return {"split": "test", "examples": {"train": len(train), "test": len(test)},
+            **baselines(train.images, train.labels, test.images, test.labels, seed=config.seed)}

@@ -1,6 +1,11 @@
-"""From the data ``fit``/``evaluate``/``predict`` are given to the batches their steps take (after
-Keras' ``epoch_iterator.py``): the data adapter (:func:`as_xy`), and :class:`EpochIterator`, which
-slices batches on the host and lays them out for the device mesh.
+"""The batches the steps take (after Keras' ``epoch_iterator.py``): :class:`EpochIterator` slices
+them on the host from the arrays ``data_adapter.py`` checked, and lays them out for the device mesh.
+
+Training batches are full, except an epoch's last one when the data does not divide into batches:
+it is trained, as Keras does (``ceil(n / batch_size)`` steps). On one device it is simply smaller
+(one more compilation, once); on several it is padded to a multiple of the device count with copies
+of its own rows, which a ``mask`` excludes from the loss, the metrics and BatchNormalization's
+statistics.
 
 On CPU devices batches go to the steps as the numpy arrays they are: the jitted step places them
 (``in_shardings``) in ~10 us, where ``jax.device_put`` costs ~150 us per array and there is no transfer
@@ -9,7 +14,7 @@ current one runs.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import jax
 import numpy as np
@@ -17,31 +22,14 @@ from jax.sharding import Mesh
 
 from fluxnet.data.batching import BatchIterator
 from fluxnet.data.prefetch import Prefetcher
-from fluxnet.errors import ArgumentTypeError
 from fluxnet.train import sharding
 
 
-def as_xy(data: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(x, y)`` numpy arrays from a tuple or a split object with ``images``/``labels``."""
-    if isinstance(data, (tuple, list)) and len(data) in (1, 2):
-        x, y = data[0], data[1] if len(data) == 2 else None
-    elif hasattr(data, "images") and hasattr(data, "labels"):
-        x, y = data.images, data.labels
-    else:
-        raise ArgumentTypeError(f"{what} must be (x, y) arrays or a fluxnet data split, got {type(data).__name__}.")
-    return np.asarray(x), None if y is None else np.asarray(y)
-
-
-def class_ids(y: np.ndarray) -> np.ndarray:
-    """Integer class ids of sparse or one-hot targets."""
-    return y.argmax(-1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(len(y)).astype(np.int64)
-
-
-def gather(arrays: dict, batch: dict, with_mask: bool = True) -> dict:
-    """Slice every array at a batch of example indices (``BatchIterator`` over ``arange(n)``), with the
-    batch's mask of real rows unless the batch is known to be full."""
-    out = {k: a[batch["image"]] for k, a in arrays.items()}
-    return {**out, "mask": batch["mask"]} if with_mask else out
+def gather(arrays: dict, rows: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """Every array (inputs and targets may be lists or dicts of arrays) at the example indices ``rows``,
+    with ``mask`` (the real rows) when the batch has padding."""
+    out = {k: jax.tree.map(lambda a: a[rows], v) for k, v in arrays.items()}
+    return out if mask is None else {**out, "mask": mask}
 
 
 class EpochIterator:
@@ -55,8 +43,8 @@ class EpochIterator:
     def train(self, batches: BatchIterator, arrays: dict, k: int) -> Iterator[tuple[dict, int]]:
         """``(device batch, steps in it)`` for one epoch: single batches, or groups of ``k`` stacked on a
         leading axis for fused steps (the epoch's last ``steps % k`` batches go one by one)."""
-        host = (gather(arrays, b, with_mask=False) for b in batches)  # drop_remainder: every row is real
-        groups = batches.steps_per_epoch // k if k > 1 else 0
+        host = (self._train_batch(arrays, b) for b in batches)
+        groups = batches.examples_per_epoch // batches.batch_size // k if k > 1 else 0  # full batches only
         stacked = (jax.tree.map(lambda *a: np.stack(a), *[next(host) for _ in range(k)]) for _ in range(groups))
         single = sharding.batch_sharded(self.mesh)
         if self.parallel == "pmap":  # pmap's layout: a leading device axis, sharded over the mesh like a batch
@@ -69,10 +57,23 @@ class EpochIterator:
     def padded(self, arrays: dict, batch_size: int) -> Iterable[dict]:
         """Every example once, in order; the last batch padded (mask False) to the fixed batch shape, a
         multiple of the device count (capped at the data size so small sets do not pad needlessly)."""
-        n, devices = len(next(iter(arrays.values()))), self.mesh.devices.size
+        n, devices = len(jax.tree.leaves(arrays)[0]), self.mesh.devices.size
         size = min(-(-batch_size // devices), -(-n // devices)) * devices
         it = BatchIterator(np.arange(n), None, size, shuffle=False, drop_remainder=False)
-        return self._placed((gather(arrays, b) for b in it), sharding.batch_sharded(self.mesh))
+        return self._placed((gather(arrays, b["image"], b["mask"]) for b in it), sharding.batch_sharded(self.mesh))
+
+    def _train_batch(self, arrays: dict, batch: dict) -> dict:
+        """A training batch: full ones without a mask; a last partial one smaller on one device, else
+        padded to a multiple of the device count with copies of its rows and a mask."""
+        mask = batch["mask"]
+        if mask.all():
+            return gather(arrays, batch["image"])
+        real = batch["image"][mask]
+        devices = self.mesh.devices.size
+        if devices == 1:
+            return gather(arrays, real)
+        size = -(-real.size // devices) * devices
+        return gather(arrays, np.resize(real, size), np.arange(size) < real.size)
 
     def _split_for_pmap(self, batch: dict, stacked: bool) -> dict:
         """Host batches reshaped for ``pmap``: ``(devices, batch / devices, ...)``, or

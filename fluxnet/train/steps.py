@@ -1,18 +1,20 @@
-"""Pure train/eval steps ``(state, batch) -> (state, metrics)``; the trainer jits them once.
+"""Pure train/eval steps ``(state, batch) -> (state, metrics)``; the trainer jits them once per batch shape.
 
-A batch is ``{"x": inputs, "y": targets, "mask": real rows}`` plus an optional ``"weight"`` (sample or
-class weights). Metrics come back as sums over real rows, ``{name: (weighted sum, weight)}``, so an
-epoch's averages count real examples only, however the last batch was padded.
+A batch is ``{"x": inputs, "y": targets}`` plus an optional ``"mask"`` of real rows (a last batch padded
+for several devices, or any evaluation batch) and ``"weight"`` (sample or class weights); inputs and
+targets are arrays, or lists/dicts of them for several inputs or outputs. Metrics come back as sums
+over real rows, ``{name: (weighted sum, weight)}``, so an epoch's averages count real examples only,
+however a batch was padded.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from fluxnet import losses
+from fluxnet.train.objective import Objective
 from fluxnet.train.state import TrainState
 
 Batch = dict
@@ -20,33 +22,24 @@ Metrics = dict
 Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
-def metric_sums(loss: jax.Array, y: Any, preds: Any, mask: jax.Array | None, weight: jax.Array | None,
-                metric_fns: Mapping[str, Callable]) -> Metrics:
-    """Sums that average, over an epoch, to Keras' reported loss and metrics.
-
-    The loss is weighted by real rows (Keras' loss tracker weights each batch by its size); metrics
-    by ``mask * sample_weight`` as Keras' compiled metrics. ``mask=None``: every row is real.
-    """
-    real = jnp.ones(jax.tree.leaves(preds)[0].shape[:1], jnp.float32) if mask is None else mask.astype(jnp.float32)
-    count = jnp.sum(real)
-    out = {"loss": (loss * count, count)}
-    w = real if weight is None else real * weight
-    for name, fn in metric_fns.items():
-        values = fn(y, preds)
-        out[name] = (jnp.sum(jnp.where(w > 0, values * w, 0.0)), jnp.sum(w))
-    return out
+def _apply(model, variables: dict, x: Any, mask: jax.Array | None, **kwargs) -> tuple[Any, dict]:
+    """``model.apply``, with the row mask only when a batch has padding (BatchNormalization's batch
+    statistics then skip the padded rows)."""
+    return model.apply(variables, x, **kwargs) if mask is None else model.apply(variables, x, mask=mask, **kwargs)
 
 
-def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
-                    metric_fns: Mapping[str, Callable], augment: Augment | None = None,
-                    axis_name: str | None = None):
+def make_train_step(model, objective: Objective, tx: optax.GradientTransformation,
+                    augment: Augment | None = None, axis_name: str | None = None,
+                    loss_fns: Sequence[Callable] | None = None):
     """The train step: augmentation (if any), forward in training mode, loss over real rows, update.
 
+    The optimizer gets the batch's loss as ``value`` (``optax.contrib.reduce_on_plateau`` reads it;
+    other transforms ignore it). ``loss_fns`` replaces the objective's losses (MixUp's dense ones).
     With ``axis_name`` the step runs per device under ``jax.pmap``: each device draws its own
-    randomness, gradients are averaged over the axis (``lax.pmean``; training batches are full, so this
-    is the global batch's gradient), metric sums added up (``lax.psum``) and the updated
-    BatchNormalization moving statistics averaged, as Flax's ImageNet example does: the statistics a
-    step normalises with are each device's own batch's, not the global batch's.
+    randomness, gradients are averaged over the axis (``lax.pmean``; each device's loss is scaled by
+    its share of the global batch's real rows, so a padded last batch still gives the global mean's
+    gradient), metric sums added up (``lax.psum``) and the updated BatchNormalization moving
+    statistics averaged, as Flax's ImageNet example does.
     """
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
@@ -54,25 +47,29 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
         if axis_name is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
         aug_key, model_key = jax.random.split(key)
-        # Training batches are full (the last partial one is dropped), so they carry no mask.
         x, y, mask, weight = batch["x"], batch["y"], batch.get("mask"), batch.get("weight")
         if augment is not None:
             x, y = augment(aug_key, x, y)
+        share = None
+        if axis_name is not None and mask is not None:
+            count = jnp.sum(mask.astype(jnp.float32))
+            share = count * jax.lax.psum(1, axis_name) / jnp.maximum(jax.lax.psum(count, axis_name), 1.0)
 
-        def objective(params):
-            preds, model_state = model.apply({"params": params, **state.model_state}, x, training=True,
-                                             rng=model_key)
-            loss = losses.compute_loss(loss_fn, y, preds, sample_weight=weight, mask=mask)
-            return loss, (preds, model_state)
+        def objective_fn(params):
+            preds, model_state = _apply(model, {"params": params, **state.model_state}, x, mask, training=True,
+                                        rng=model_key)
+            total, parts = objective.loss(y, preds, weight, mask, loss_fns)
+            return (total if share is None else total * share), (total, parts, preds, model_state)
 
-        (loss, (preds, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        metrics = metric_sums(loss, y, preds, mask, weight, metric_fns)
+        (_, (loss, parts, preds, model_state)), grads = jax.value_and_grad(objective_fn, has_aux=True)(state.params)
+        metrics = objective.sums(loss, parts, y, preds, mask, weight)
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
             model_state = jax.tree.map(lambda v: jax.lax.pmean(v, axis_name)
                                        if jnp.issubdtype(v.dtype, jnp.floating) else v, model_state)
             metrics = jax.lax.psum(metrics, axis_name)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            loss = jax.lax.pmean(loss, axis_name)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
         state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               model_state=model_state, opt_state=opt_state)
         return state, metrics
@@ -80,13 +77,13 @@ def make_train_step(model, loss_fn: Callable, tx: optax.GradientTransformation,
     return train_step
 
 
-def make_eval_step(model, loss_fn: Callable, metric_fns: Mapping[str, Callable]):
+def make_eval_step(model, objective: Objective):
     """The eval step: inference mode, unweighted loss and metrics over real rows; state unchanged."""
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         preds, _ = model.apply(state.variables, batch["x"], training=False)
-        loss = losses.compute_loss(loss_fn, batch["y"], preds, mask=batch["mask"])
-        return metric_sums(loss, batch["y"], preds, batch["mask"], None, metric_fns)
+        total, parts = objective.loss(batch["y"], preds, mask=batch["mask"])
+        return objective.sums(total, parts, batch["y"], preds, batch["mask"], None)
 
     return eval_step
 

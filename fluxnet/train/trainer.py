@@ -2,8 +2,8 @@
 
 The shell around the pure steps (``steps.py``): batches from ``epoch_iterator.py``, progress bars,
 callbacks, checkpoints. Inside an epoch nothing waits on the device except the progress bar's
-periodic read of the latest loss; each step function is compiled once (fixed batch shapes, the last
-partial batch dropped in training and padded with a mask in evaluation).
+periodic read of the latest loss; each step function is compiled once per batch shape: full
+batches, and at most one more for an epoch's last partial batch (evaluation pads it with a mask).
 """
 from __future__ import annotations
 
@@ -20,22 +20,21 @@ import optax
 
 from fluxnet import activations
 from fluxnet import losses as losses_lib
-from fluxnet import metrics as metrics_lib
 from fluxnet import optimizers
 from fluxnet.data.batching import BatchIterator
-from fluxnet.data.checks import validate
 from fluxnet.data.imbalance import class_weights_balanced
 from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError, TrainingDivergedError, TrainingInterrupted
 from fluxnet.models import Model
 from fluxnet.registry import unknown_name_error
-from fluxnet.train import sharding
+from fluxnet.train import lr_scale, saving, sharding
 from fluxnet.train.callbacks import Callback, History
-from fluxnet.train.epoch_iterator import EpochIterator, as_xy, class_ids
+from fluxnet.train.data_adapter import as_xy, check_data, class_ids, num_rows, split_validation
+from fluxnet.train.epoch_iterator import EpochIterator
 from fluxnet.train.faults import CrashPoint
+from fluxnet.train.objective import Objective
 from fluxnet.train.state import TrainState, create_state
 from fluxnet.train.steps import finalize, fuse_steps, make_eval_step, make_predict_step, make_train_step
 
-SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
 PARALLEL = ("sharding", "pmap")
 
 
@@ -65,7 +64,10 @@ def _optimizer(model: Model, optimizer: Any, param_groups: Mapping[str, str] | N
 class Trainer:
     """Trains a fluxnet model (Keras' ``compile`` + ``fit``), data-parallel over ``devices``.
 
-    ``loss``, ``optimizer`` and ``metrics`` are names, callables or optax transforms. Layers with
+    ``loss``, ``optimizer`` and ``metrics`` are names, callables or optax transforms; for a model with
+    several outputs ``loss``, ``metrics`` and ``loss_weights`` may be lists or dicts per output
+    (``objective.py``). Every optimizer ends in a learning-rate scale (``lr_scale.py``) that the
+    learning-rate callbacks change. Layers with
     ``trainable=False`` get exactly zero updates (``optax.set_to_zero``). ``param_groups`` maps layer
     names to group labels and ``optimizer`` then maps each label to its transform or name (e.g. a smaller
     learning rate for a pretrained backbone). ``augment(key, x, y) -> (x, y)`` runs on the device inside
@@ -79,8 +81,8 @@ class Trainer:
     """
 
     def __init__(self, model: Model, loss: str | Callable = "sparse_categorical_crossentropy",
-                 optimizer: str | optax.GradientTransformation | Mapping = "adam", metrics: Sequence = (), *,
-                 augment: Callable | None = None, devices: Sequence | None = None,
+                 optimizer: str | optax.GradientTransformation | Mapping = "adam", metrics: Any = (), *,
+                 loss_weights: Any = None, augment: Callable | None = None, devices: Sequence | None = None,
                  steps_per_execution: int = 1, parallel: str = "sharding",
                  param_groups: Mapping[str, str] | None = None):
         if not isinstance(model, Model):
@@ -88,11 +90,13 @@ class Trainer:
         if parallel not in PARALLEL:
             raise unknown_name_error("parallel mode", parallel, PARALLEL)
         self.model = model
-        self.loss_name = losses_lib.name_of(loss)
-        self.loss_fn = losses_lib.get(loss)
-        _warn_if_logits_mismatch(model, self.loss_name, self.loss_fn)
-        self.metric_fns = {metrics_lib.name_of(m): metrics_lib.get(m) for m in metrics}
-        self.tx = tx = _optimizer(model, optimizer, param_groups)
+        self.objective = objective = Objective(model, loss, metrics, loss_weights)
+        for output, name, fn in zip(model.outputs, objective.loss_names, objective.loss_fns):
+            _warn_if_logits_mismatch(output, name, fn)
+        self.tx = tx = lr_scale.with_scale(_optimizer(model, optimizer, param_groups))
+        # what model.save / ModelCheckpoint record to compile a loaded model again (None: not by name)
+        self.compile_config = (saving.compile_config(loss, optimizer, metrics, loss_weights)
+                               if param_groups is None and augment is None else None)
         self.mesh = sharding.data_mesh(devices)
         self.parallel = parallel
         if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, numbers.Integral) \
@@ -102,10 +106,10 @@ class Trainer:
         self.batches = EpochIterator(self.mesh, parallel)
         replicated = sharding.replicated(self.mesh)
         # MixUp/CutMix turn labels into soft one-hot targets: train on the loss' dense equivalent.
-        train_loss = losses_lib.dense_equivalent(self.loss_fn) if getattr(augment, "mixes_labels", False) \
-            else self.loss_fn
-        train_step = make_train_step(model, train_loss, tx, self.metric_fns, augment,
-                                     axis_name="data" if parallel == "pmap" else None)
+        dense = ([losses_lib.dense_equivalent(fn) for fn in objective.loss_fns]
+                 if getattr(augment, "mixes_labels", False) else None)
+        train_step = make_train_step(model, objective, tx, augment, axis_name="data" if parallel == "pmap" else None,
+                                     loss_fns=dense)
         single = sharding.batch_sharded(self.mesh)
 
         def compile_step(fn: Callable, batch_sharding: jax.sharding.Sharding) -> Callable:
@@ -120,7 +124,7 @@ class Trainer:
         self.fused_train_step = (compile_step(fuse_steps(train_step, self.steps_per_execution),
                                               sharding.stacked_batch_sharded(self.mesh))
                                  if self.steps_per_execution > 1 else None)
-        self.eval_step = jax.jit(make_eval_step(model, self.loss_fn, self.metric_fns),
+        self.eval_step = jax.jit(make_eval_step(model, objective),
                                  in_shardings=(None, single), out_shardings=replicated)
         self.predict_step = jax.jit(make_predict_step(model), in_shardings=(None, single))
 
@@ -153,42 +157,21 @@ class Trainer:
         out = self.model.outputs
         return out[0].shape[-1] if len(out) == 1 else None
 
-    def _check_data(self, x: np.ndarray, y: np.ndarray | None, split: str) -> np.ndarray | None:
-        """Bad data fails here, before anything is traced: shapes, label kinds and range, NaN/inf.
-        Returns the targets to train on (class ids as integers for a sparse loss)."""
-        if y is not None and not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-            raise DataError(f"The {split} targets must be numbers, got dtype {y.dtype} (e.g. {y.ravel()[:1]}); "
-                            "map class names to integer ids first.")
-        if len(self.model.inputs) != 1:
-            return y
-        input_shape = self.model.inputs[0].shape[1:]
-        if y is not None and self.loss_name in SPARSE_LOSSES:
-            y = _class_id_labels(y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y, split)
-            validate(x, y, self._num_classes(), input_shape, split=split)
-            return y
-        if x.shape[0] == 0:
-            raise DataError(f"The {split} data is empty (0 examples).")
-        if tuple(x.shape[1:]) != tuple(d if d is not None else s for d, s in zip(input_shape, x.shape[1:])) \
-                or x.ndim != len(input_shape) + 1:
-            raise DataError(f"The {split} inputs have shape {x.shape[1:]} per example, but the model's Input "
-                             f"expects {tuple(input_shape)}.")
-        if y is not None and len(y) != len(x):
-            raise DataError(f"The {split} data has {len(x)} inputs but {len(y)} targets.")
-        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-            raise DataError(f"The {split} inputs contain NaN or inf values.")
-        return y
-
     def _batch_weights(self, y: np.ndarray, class_weight: Any, sample_weight: np.ndarray | None):
         """Per-example weights (Keras: class weights become sample weights; not both at once), or None."""
         if class_weight is None and sample_weight is None:
             return None
+        if class_weight is not None and self.objective.multi:
+            raise ArgumentError("class_weight is for models with one output (as Keras); weigh the examples of a "
+                                "model with several outputs with sample_weight.")
         if class_weight is not None and sample_weight is not None:
             raise ArgumentError("Pass class_weight or sample_weight, not both (as Keras): fold the class "
                              "weights into the sample weights instead.")
         if sample_weight is not None:
             weights = np.asarray(sample_weight, np.float32)
-            if weights.shape != (len(y),):
-                raise DataError(f"sample_weight must have shape ({len(y)},), got {weights.shape}.")
+            rows = num_rows(y)
+            if weights.shape != (rows,):
+                raise DataError(f"sample_weight must have shape ({rows},), got {weights.shape}.")
             bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
             if bad.size:
                 raise DataError(f"sample_weight must be finite and >= 0: {bad.size} are not (first at index "
@@ -212,20 +195,22 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- fit
     def fit(self, state: TrainState, data: Any, epochs: int = 1, batch_size: int = 32, *,
-            validation_data: Any = None, validation_batch_size: int | None = None, verbose: int = 1,
-            callbacks: Iterable[Callback] = (), class_weight: Any = None, sample_weight: Any = None,
-            shuffle: bool = True, oversample: bool = False, seed: int | None = None,
+            validation_data: Any = None, validation_split: float = 0.0, validation_batch_size: int | None = None,
+            verbose: int = 1, callbacks: Iterable[Callback] = (), class_weight: Any = None,
+            sample_weight: Any = None, shuffle: bool = True, oversample: bool = False, seed: int | None = None,
             checkpointer: Any = None, resume: Mapping | None = None,
             crash_at: CrashPoint | None = None, should_stop: Callable[[int], Any] | None = None
             ) -> tuple[TrainState, History]:
         """Train ``epochs`` more epochs; returns the new state and a Keras-like ``History``. The state
         passed in stays valid (the steps donate the buffers of a copy).
 
-        The shuffle of epoch ``e`` depends only on ``seed`` (default: derived from the state's key) and
-        ``e``, and each step's randomness on the state's key and step, so a resumed run repeats an
-        uninterrupted one exactly. With ``checkpointer`` every epoch is saved (state, callback states,
-        history; ``stopped``: whether a callback ended training); ``resume`` is the meta ``restore``
-        returned, to continue callbacks where they were. ``crash_at`` is a test hook (``faults``).
+        Every example is trained once per epoch, the last partial batch too (as Keras). The shuffle of
+        epoch ``e`` depends only on ``seed`` (default: derived from the state's key) and ``e``, and each
+        step's randomness on the state's key and step, so a resumed run repeats an uninterrupted one
+        exactly. ``validation_split`` holds out the last fraction of the rows, before shuffling (Keras).
+        With ``checkpointer`` every epoch is saved (state, callback states, history; ``stopped``:
+        whether a callback ended training); ``resume`` is the meta ``restore`` returned, to continue
+        callbacks where they were. ``crash_at`` is a test hook (``faults``).
         ``class_weight`` (a dict, a sequence or ``"balanced"``) or ``sample_weight`` weigh each example
         as Keras does: the loss is ``sum(w * loss) / rows``, metrics are ``w``-weighted means.
         ``oversample=True`` redraws examples of the rarer classes each epoch up to the majority count.
@@ -233,42 +218,68 @@ class Trainer:
         ``should_stop(step)`` is asked after every step (no device sync): a truthy answer (e.g. the
         signal that asked to stop) ends training at once with ``TrainingInterrupted``; the epoch under
         way is not saved, so a resume from the last checkpoint repeats it exactly.
+
+        Callbacks (``callbacks.py``) see the state at each hook; ``on_train_begin`` and
+        ``on_epoch_begin`` may return a replacement state, ``on_epoch_end`` ``True`` (stop) or one.
         """
         if seed is None:
             seed = int(np.asarray(jax.device_get(state.rng)).ravel()[-1]) % (2 ** 31)
-        arrays, batches = self._fit_inputs(data, epochs, batch_size, validation_data, class_weight, sample_weight,
-                                           oversample, shuffle, seed)
+        arrays, batches, validation_data = self._fit_inputs(
+            data, epochs, batch_size, validation_data, validation_split, class_weight, sample_weight, oversample,
+            shuffle, seed)
         # the steps donate their input buffers: train on a copy, so the caller's state stays valid
         state = sharding.replicate(jax.tree.map(jnp.copy, state), self.mesh)
         history = History()
-        cbs = [history, *callbacks]
+        # BackupAndRestore (runs_last) runs after the others: it restores their states after their
+        # on_train_begin and saves them after their on_epoch_end (the sort is stable)
+        cbs = sorted([history, *callbacks], key=lambda cb: getattr(cb, "runs_last", False))
+        self.fit_callbacks = cbs
+        end = int(state.epoch) + epochs
         for cb in cbs:
-            cb.on_train_begin(self, state)
+            state = self._replaced(state, cb.on_train_begin(self, state))
         if resume is not None:
             restore_callbacks(cbs, resume)
-        start = int(state.epoch)
+        batch_hooks = [cb for cb in cbs if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
         try:
-            for epoch in range(start, start + epochs):
+            for epoch in range(int(state.epoch), end):
+                for cb in cbs:
+                    state = self._replaced(state, cb.on_epoch_begin(epoch, state))
                 batches.restore({"epoch": epoch, "step": 0})
-                state, logs = self._train_epoch(state, batches, arrays, epoch, verbose, crash_at, should_stop)
+                state, logs, halted = self._train_epoch(state, batches, arrays, epoch, verbose, crash_at,
+                                                        should_stop, batch_hooks)
                 if validation_data is not None:
-                    val = self.evaluate(state, validation_data, batch_size=validation_batch_size or batch_size)
+                    val = self._evaluate_checked(state, validation_data, validation_batch_size or batch_size, 0)
                     logs.update({f"val_{k}": v for k, v in val.items()})
-                lr = optimizers.current_learning_rate(state.opt_state)
-                if lr is not None:
-                    logs["learning_rate"] = float(lr)
+                logs["learning_rate"] = lr_scale.learning_rate(jax.device_get(state.opt_state))
                 if verbose == 2 or (verbose and validation_data is not None):
                     print(f"Epoch {epoch + 1}: " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
                 state = state.replace(epoch=sharding.replicate(np.int32(epoch + 1), self.mesh))
-                stop = any([cb.on_epoch_end(epoch, logs, state) for cb in cbs])
-                if checkpointer is not None:
-                    _save(checkpointer, state, cbs, logs, stopped=stop)
+                stop = halted
+                for cb in cbs:
+                    answer = cb.on_epoch_end(epoch, logs, state)
+                    if isinstance(answer, tuple):  # (state, True): replaced and stop
+                        answer, stop = answer[0], True
+                    if isinstance(answer, TrainState):
+                        state = self._replaced(state, answer)
+                    else:
+                        stop = stop or bool(answer)
+                if checkpointer is not None and not halted:  # an epoch cut short is no point to resume from
+                    save_checkpoint(checkpointer, state, cbs, logs, stopped=stop)
                 if stop:
                     break
         finally:  # also on a failure: the last good checkpoint must be complete
             if checkpointer is not None:
                 checkpointer.wait()
         return self.final_state(state, cbs), history
+
+    def _replaced(self, state: TrainState, answer: Any) -> TrainState:
+        """The state a callback hook returned (on the mesh, owning its buffers), else ``state``."""
+        if answer is None:
+            return state
+        if not isinstance(answer, TrainState):
+            raise ArgumentTypeError(f"A callback hook returned {type(answer).__name__}; hooks return None or a "
+                                    "TrainState (on_epoch_end: also True to stop).")
+        return sharding.replicate(jax.tree.map(jnp.copy, answer), self.mesh)
 
     def final_state(self, state: TrainState, callbacks: Iterable[Callback]) -> TrainState:
         """The state ``fit`` returns: each callback's ``on_train_end`` may replace it (EarlyStopping's
@@ -283,12 +294,13 @@ class Trainer:
                   class_weight: Any = None, sample_weight: Any = None, oversample: bool = False) -> None:
         """Every check ``fit`` makes of its arguments and data, without training (a run directory is
         checked before anything is written to it)."""
-        self._fit_inputs(data, epochs, batch_size, validation_data, class_weight, sample_weight, oversample,
+        self._fit_inputs(data, epochs, batch_size, validation_data, 0.0, class_weight, sample_weight, oversample,
                          shuffle=True, seed=0)
 
-    def _fit_inputs(self, data, epochs, batch_size, validation_data, class_weight, sample_weight, oversample,
-                    shuffle, seed) -> tuple[dict, BatchIterator]:
-        """The host arrays and the batch iterator of a ``fit``, after checking every argument."""
+    def _fit_inputs(self, data, epochs, batch_size, validation_data, validation_split, class_weight, sample_weight,
+                    oversample, shuffle, seed) -> tuple[dict, BatchIterator, Any]:
+        """The host arrays, the batch iterator and the validation data of a ``fit``, after checking
+        every argument."""
         if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
             raise ArgumentError(f"epochs must be an int >= 0, got {epochs!r}.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -296,21 +308,28 @@ class Trainer:
         x, y = as_xy(data, "fit data")
         if y is None:
             raise ArgumentError("fit needs targets: pass (x, y).")
-        y = self._check_data(x, y, "train")
+        if validation_split:
+            if validation_data is not None:
+                raise ArgumentError("Pass validation_data or validation_split, not both.")
+            (x, y, sample_weight), validation_data = split_validation(x, y, sample_weight, validation_split)
+        x, y = check_data(self.objective, self.model, x, y, "train")
         sharding.check_batch_size(batch_size, self.mesh)
         arrays = {"x": x, "y": y}
         weights = self._batch_weights(y, class_weight, sample_weight)
         if weights is not None:
             arrays["weight"] = weights
-        batches = BatchIterator(np.arange(len(x)), class_ids(y) if oversample else None, batch_size,
-                                shuffle=shuffle, seed=seed, drop_remainder=True, oversample=oversample)
+        batches = BatchIterator(np.arange(num_rows(x)), class_ids(y) if oversample else None, batch_size,
+                                shuffle=shuffle, seed=seed, drop_remainder=False, oversample=oversample)
         if validation_data is not None:
             vx, vy = as_xy(validation_data, "validation_data")
-            self._check_data(vx, vy, "validation")
-        return arrays, batches
+            if vy is None:
+                raise ArgumentError("validation_data needs targets: pass (x_val, y_val).")
+            validation_data = check_data(self.objective, self.model, vx, vy, "validation")
+        return arrays, batches, validation_data
 
     def _train_epoch(self, state, batches: BatchIterator, arrays: dict, epoch: int, verbose: int,
-                     crash_at: CrashPoint | None = None, should_stop: Callable[[int], Any] | None = None):
+                     crash_at: CrashPoint | None = None, should_stop: Callable[[int], Any] | None = None,
+                     batch_hooks: Sequence[Callback] = ()):
         from tqdm.auto import tqdm
 
         steps, k = batches.steps_per_epoch, self.steps_per_execution
@@ -320,7 +339,7 @@ class Trainer:
                    dynamic_ncols=True)
         if self.parallel == "pmap":
             state = self._per_device(state)
-        sums, start, last_print, done = [], time.perf_counter(), 0.0, 0
+        sums, start, last_print, done, halted = [], time.perf_counter(), 0.0, 0, False
         for batch, n in self.batches.train(batches, arrays, k):
             state, metrics = (self.fused_train_step if n > 1 else self.train_step)(state, batch)
             sums.append(metrics)
@@ -337,23 +356,28 @@ class Trainer:
                     raise TrainingInterrupted(
                         f"Training stopped by {getattr(reason, 'name', reason)} in epoch {epoch + 1} ({done_text}).",
                         exit_code=128 + int(reason) if isinstance(reason, int) else 1)
+            if batch_hooks:  # Keras' batch-level hooks: a device sync per step, only when asked for
+                running = finalize(_sum_metrics(self._host_metrics(sums)))
+                halted = any([cb.on_train_batch_end(done - 1, running) is True for cb in batch_hooks])
             now = time.perf_counter()
             if verbose == 1 and now - last_print > 0.5:  # the only sync inside an epoch
                 last_print = now
                 bar.set_postfix(_postfix(finalize(self._host_metrics(sums[-1:])[0]), done * batches.batch_size,
                                          now - start), refresh=False)
             bar.update(n)
+            if halted:  # a batch hook (TerminateOnNaN) ended training: the rest of the epoch is skipped
+                break
         if self.parallel == "pmap":
             state = self._unreplicate(state)
-        logs = finalize(_sum_metrics(self._host_metrics(sums)))
-        bar.set_postfix(_postfix(logs, steps * batches.batch_size, time.perf_counter() - start))
+        logs = self._ordered(finalize(_sum_metrics(self._host_metrics(sums))))
+        bar.set_postfix(_postfix(logs, batches.examples_per_epoch, time.perf_counter() - start))
         bar.close()
-        if not math.isfinite(logs["loss"]):
+        if not halted and not math.isfinite(logs["loss"]):
             raise TrainingDivergedError(
                 f"The training loss became {logs['loss']} in epoch {epoch + 1} (step {int(state.step)}); "
                 "training stopped and this epoch was not saved, so the last checkpoint is the last good "
                 "state. Lower the learning rate, clip gradients (optimizer.clipnorm) or check the data.")
-        return state, logs
+        return state, logs, halted
 
     # -------------------------------------------------------------------------------- pmap
     def _per_device(self, state: TrainState) -> TrainState:
@@ -374,21 +398,29 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- evaluate / predict
     def evaluate(self, state: TrainState, data: Any, batch_size: int = 256, verbose: int = 0) -> dict[str, float]:
-        """Loss and metrics averaged over every real example of ``data`` (inference mode)."""
+        """Loss and metrics averaged over every real example of ``data`` (inference mode), in Keras'
+        log order (``objective.log_names``)."""
         x, y = as_xy(data, "evaluate data")
         if y is None:
             raise ArgumentError("evaluate needs targets: pass (x, y).")
-        y = self._check_data(x, y, "evaluation")
-        sums = [self.eval_step(state, b) for b in self.batches.padded({"x": x, "y": y}, batch_size)]
-        logs = finalize(_sum_metrics(_to_host(sums)))
+        return self._evaluate_checked(state, check_data(self.objective, self.model, x, y, "evaluation"), batch_size,
+                                      verbose)
+
+    def _evaluate_checked(self, state: TrainState, xy: tuple, batch_size: int, verbose: int) -> dict[str, float]:
+        sums = [self.eval_step(state, b) for b in self.batches.padded({"x": xy[0], "y": xy[1]}, batch_size)]
+        logs = self._ordered(finalize(_sum_metrics(_to_host(sums))))
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return logs
 
-    def predict(self, state: TrainState, x: Any, batch_size: int = 256) -> np.ndarray:
-        """Model outputs for every example of ``x`` (inference mode), as numpy."""
-        x = np.asarray(x)
-        self._check_data(x, None, "predict")
+    def _ordered(self, logs: dict) -> dict:
+        """Logs in Keras' order (``objective.log_names``): the host copy sorts dict keys."""
+        return {k: logs[k] for k in self.objective.log_names()}
+
+    def predict(self, state: TrainState, x: Any, batch_size: int = 256) -> Any:
+        """Model outputs for every example of ``x`` (inference mode), as numpy, structured like the
+        model's outputs."""
+        x, _ = check_data(self.objective, self.model, x, None, "predict")
         host = jax.device_get([(self.predict_step(state, b["x"]), b["mask"])
                                for b in self.batches.padded({"x": x}, batch_size)])
         return jax.tree.map(lambda *parts: np.concatenate(parts), *[
@@ -405,13 +437,13 @@ PROBABILITY_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentro
 PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 
 
-def _warn_if_logits_mismatch(model: Model, loss_name: str, loss_fn: Callable) -> None:
-    """Warn once when a crossentropy's ``from_logits`` contradicts the model's last activation: logits
-    into a probability loss, or softmax/sigmoid outputs into a ``from_logits=True`` loss. Both train
-    badly without an error (Keras is silent about it)."""
-    if loss_name not in PROBABILITY_LOSSES or len(model.outputs) != 1:
+def _warn_if_logits_mismatch(output, loss_name: str, loss_fn: Callable) -> None:
+    """Warn once when a crossentropy's ``from_logits`` contradicts the activation of the output it
+    trains: logits into a probability loss, or softmax/sigmoid outputs into a ``from_logits=True``
+    loss. Both train badly without an error (Keras is silent about it)."""
+    if loss_name not in PROBABILITY_LOSSES:
         return
-    layer = model.outputs[0].layer
+    layer = output.layer
     activation = getattr(layer, "activation", None)
     name = activations.ACTIVATIONS.name_of(activation) if callable(activation) else activation
     probabilities = name in PROBABILITY_ACTIVATIONS
@@ -422,20 +454,6 @@ def _warn_if_logits_mismatch(model: Model, loss_name: str, loss_fn: Callable) ->
                 "expects probabilities (from_logits=False)")
         warnings.warn(f"The model's output layer {layer.name!r} {what}; training will work badly. Pass "
                       f"from_logits={not from_logits} to the loss, or change the output activation.", stacklevel=3)
-
-
-def _class_id_labels(y: np.ndarray, split: str) -> np.ndarray:
-    """Class ids for a sparse loss: integers as they are; floats only when every value is a whole
-    number (Keras would floor 3.7 for the loss yet compare it raw for accuracy)."""
-    if np.issubdtype(y.dtype, np.integer):
-        return y
-    if y.dtype == bool:
-        return y.astype(np.int64)
-    fractional = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
-    if fractional.size:
-        raise DataError(f"The {split} labels must be whole class ids: {fractional.size} of {y.size} are not "
-                        f"(first at index {fractional[0]}: {y[fractional[0]]}).")
-    return y.astype(np.int64)
 
 
 def _postfix(logs: dict, images: int, seconds: float) -> dict:
@@ -465,7 +483,8 @@ def callback_keys(cbs: Iterable[Callback]) -> list[str]:
     return keys
 
 
-def _save(checkpointer, state: TrainState, cbs: list[Callback], logs: dict, stopped: bool) -> None:
+def save_checkpoint(checkpointer, state: TrainState, cbs: list[Callback], logs: dict, stopped: bool) -> None:
+    """One epoch's checkpoint: the state, each callback's state and arrays, the logs, whether it stopped."""
     keys = callback_keys(cbs)
     meta = {"epoch": int(state.epoch), "step": int(state.step), "stopped": bool(stopped),
             "callbacks": {key: cb.get_state() for key, cb in zip(keys, cbs)}, "logs": logs}

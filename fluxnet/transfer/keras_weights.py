@@ -29,14 +29,8 @@ import numpy as np
 
 from fluxnet.errors import CheckpointError, NotFoundError
 from fluxnet.layers.base import format_shape, to_snake_case
+from fluxnet.layers.variable_order import VARIABLE_ORDERS
 from fluxnet.models.functional import Model
-from fluxnet.registry import Registry
-
-VARIABLE_ORDERS: Registry[tuple[str, ...]] = Registry("layer class with a known Keras variable order")
-"""Layer class name -> its variable names in Keras' order. Register custom layers' orders here."""
-VARIABLE_ORDERS.register("Conv2D", ("kernel", "bias"))
-VARIABLE_ORDERS.register("Dense", ("kernel", "bias"))
-VARIABLE_ORDERS.register("BatchNormalization", ("gamma", "beta", "moving_mean", "moving_variance"))
 
 _HOW_TO_CONVERT = ("With Keras 3 installed: `m = <the same Keras model>; m.load_weights(OLD_FILE); "
                    "m.save_weights('model.weights.h5')`, then load that file.")
@@ -110,7 +104,7 @@ def _plan(model: Model, file: h5py.File, source: str) -> list[_Slot]:
         cls = classes[layer_name]
         if cls not in VARIABLE_ORDERS:
             problems.append(f"layer {layer_name!r}: no Keras variable order is known for class {cls}; register "
-                            "it in fluxnet.transfer.keras_weights.VARIABLE_ORDERS")
+                            "it in fluxnet.layers.variable_order.VARIABLE_ORDERS")
             continue
         order = VARIABLE_ORDERS.get(cls)
         unknown = sorted(set(variables) - set(order))

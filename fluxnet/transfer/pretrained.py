@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import shutil
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -27,6 +25,7 @@ import orbax.checkpoint as ocp
 
 from fluxnet import tree
 from fluxnet.errors import AlreadyExistsError, ArgumentError, CheckpointError, NotFoundError
+from fluxnet.files import write_dir_atomic
 from fluxnet.models import Model, model_from_config
 
 BACKBONE_FILE, INFO_FILE, VARIABLES_DIR, RUN_BACKBONE_DIR = "backbone.json", "info.json", "variables", "backbone"
@@ -74,24 +73,14 @@ def save_backbone(backbone: Model, variables: Mapping, path: str | os.PathLike, 
                                  "to replace it.")
     variables = subset_variables(backbone, variables)
     backbone._check_variables(variables)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()  # the umask's usual mode (mkdtemp's 0700 would make an entry of a shared zoo private)
-    try:
+
+    def fill(tmp: Path) -> None:
         (tmp / BACKBONE_FILE).write_text(json.dumps(backbone.get_config(), indent=1))
         (tmp / INFO_FILE).write_text(json.dumps(dict(info or {}), indent=1))
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / VARIABLES_DIR, jax.device_get(variables))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+
+    write_dir_atomic(path, fill)
     return path
 
 
