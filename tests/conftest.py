@@ -53,3 +53,13 @@ def straight(tmp_path_factory, digits_tfds_dir):
     proc = fluxnet_process(["train", CONFIG, *overrides(digits_tfds_dir), "--workdir", str(workdir), "--quiet"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir, proc.stdout
+
+
+@pytest.fixture(scope="session")
+def keras():
+    """Keras 3 on the JAX backend, for comparisons (skipped where it is not installed)."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "jax":
+        pytest.skip("Keras runs on another backend in this process")
+    return keras

@@ -140,11 +140,9 @@ def test_a_model_compiled_with_an_optax_transform_says_compile_again(digits, tmp
     np.testing.assert_array_equal(loaded.predict(x[:8]), model.predict(x[:8]))
 
 
-def test_weights_follow_keras_order():
+def test_weights_follow_keras_order(keras):
     """Keras' get_weights() of the same architecture loads into fluxnet with set_weights and gives
     Keras' outputs (so both orders agree)."""
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    keras = pytest.importorskip("keras")
     k = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3), keras.layers.BatchNormalization(),
                           keras.layers.Flatten(), keras.layers.Dense(4)])
     rng = np.random.default_rng(0)

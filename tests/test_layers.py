@@ -3,7 +3,6 @@ import doctest
 import inspect
 import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -393,13 +392,6 @@ def test_custom_layer_records_any_kwargs_name():
 
 
 # ------------------------------------------------------------------------------------ Keras comparison
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    keras = pytest.importorskip("keras")
-    if keras.backend.backend() != "jax":
-        pytest.skip("Keras runs on another backend in this process")
-    return keras
 
 
 def test_stack_matches_keras(keras):

@@ -1,7 +1,6 @@
 """Models as layers of bigger models (Keras' transfer-learning idiom), ``model.trainable``, ``Lambda``,
 and the row mask of ``Model.apply`` (BatchNormalization's statistics over real rows only)."""
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -335,13 +334,6 @@ def test_the_mask_reaches_nested_models_and_skips_layers_without_accepts_mask():
 
 
 # ------------------------------------------------------------------------------------ Keras comparison
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    keras = pytest.importorskip("keras")
-    if keras.backend.backend() != "jax":
-        pytest.skip("Keras runs on another backend in this process")
-    return keras
 
 
 def test_nested_counts_and_trainable_split_match_keras(keras):
