@@ -3,6 +3,7 @@ two-output model with per-output losses and weights, save/load that continues ex
 Keras' order, Keras' step counts with a partial last batch, and frozen models."""
 import os
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -198,3 +199,25 @@ def test_model_variables_are_a_plain_pytree(digits):
     assert set(variables) == {"params"} and isinstance(variables["params"], dict)
     out, _ = model.apply(variables, x[:4])
     np.testing.assert_allclose(np.asarray(out), model.predict(x[:4]), rtol=1e-6)
+
+
+def test_keras_style_callbacks_see_the_model_in_fit_and_are_refused_by_the_pure_trainer():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+
+    class HalveAndStop(fx.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen = (epoch, self.model.get_weights()[0].shape, self.params["epochs"])
+            self.model.optimizer.learning_rate = self.model.optimizer.learning_rate / 2
+            if epoch == 1:
+                self.model.stop_training = True
+
+    model = fx.Sequential([layers.Input((4,)), layers.Dense(1)])
+    model.compile(optimizer={"name": "sgd", "learning_rate": 0.1}, loss="mse")
+    cb = HalveAndStop()
+    history = model.fit(x, y, batch_size=16, epochs=5, callbacks=[cb], verbose=0)
+    assert history.epoch == [0, 1] and cb.seen == (1, (4, 1), 5)
+    np.testing.assert_allclose(history.history["learning_rate"], [0.1, 0.05], rtol=1e-6)
+    assert model.optimizer.learning_rate == pytest.approx(0.025)
+    with pytest.raises(TypeError, match="Keras-style callbacks \\(self.model\\) run in model.fit"):
+        model.trainer.fit(model.trainer.init(jax.random.key(0)), (x, y), callbacks=[HalveAndStop()], verbose=0)

@@ -152,7 +152,8 @@ class KerasMethods:
         if initial_epoch:
             state = state.replace(epoch=np.int32(initial_epoch))
         self.stop_training = False
-        cbs = [as_trainer_callback(cb, self) for cb in (callbacks or [])]
+        params = {"verbose": _verbose(verbose), "epochs": epochs}
+        cbs = [as_trainer_callback(cb, self, params) for cb in (callbacks or [])]
         before = self._state
         try:
             self._state, history = trainer.fit(

@@ -229,6 +229,13 @@ class Trainer:
             shuffle, seed)
         # the steps donate their input buffers: train on a copy, so the caller's state stays valid
         state = sharding.replicate(jax.tree.map(jnp.copy, state), self.mesh)
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise ArgumentTypeError(
+                    f"Trainer.fit takes the Trainer's callbacks (fluxnet.callbacks.TrainerCallback, whose hooks "
+                    f"receive the state); {type(cb).__name__} is not one. Keras-style callbacks (self.model) run in "
+                    "model.fit, or wrap one with fluxnet.callbacks.as_trainer_callback(cb, model).")
         history = History()
         # BackupAndRestore (runs_last) runs after the others: it restores their states after their
         # on_train_begin and saves them after their on_epoch_end (the sort is stable)
