@@ -40,7 +40,7 @@ def test_keras_io_simple_convnet_runs_unchanged(digits):
     # Keras 3 on the same script and data scored 0.891 and 0.889 (seeds 0, 1)
     assert isinstance(score, list) and len(score) == 2 and score[1] > 0.88
     # Keras' step count: the last partial batch trains too; validation_split holds out the last 10%
-    train_rows = len(x_train) - int(len(x_train) * 0.1)
+    train_rows = int(np.floor(len(x_train) * (1 - 0.1)))   # Keras' train_validation_split
     assert model.optimizer.iterations == 15 * -(-train_rows // 32)
     probs = model.predict(x_test, verbose=0)
     assert probs.shape == (len(x_test), 10)
@@ -221,3 +221,54 @@ def test_keras_style_callbacks_see_the_model_in_fit_and_are_refused_by_the_pure_
     assert model.optimizer.learning_rate == pytest.approx(0.025)
     with pytest.raises(TypeError, match="Keras-style callbacks \\(self.model\\) run in model.fit"):
         model.trainer.fit(model.trainer.init(jax.random.key(0)), (x, y), callbacks=[HalveAndStop()], verbose=0)
+
+
+def test_validation_split_holds_out_the_rows_keras_holds_out(keras):
+    x, y = np.arange(10, dtype="float32")[:, None], np.zeros((10, 1), "float32")
+    k = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    k.compile(optimizer="sgd", loss="mse")
+    k.fit(x, y, batch_size=1, epochs=1, validation_split=0.25, verbose=0)
+    model = fx.Sequential([layers.Input((1,)), layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, y, batch_size=1, epochs=1, validation_split=0.25, verbose=0)
+    assert model.optimizer.iterations == int(k.optimizer.iterations) == 7
+
+
+def test_single_input_and_output_given_as_dicts(digits):
+    (x, y), _ = digits
+    i = layers.Input((8, 8, 1), name="pixels")
+    model = fx.Model(i, layers.Dense(10, name="digit")(layers.Flatten()(i)))
+    model.compile(optimizer="adam", loss=fx.losses.get("sparse_categorical_crossentropy", from_logits=True))
+    model.fit({"pixels": x}, {"digit": y}, epochs=1, verbose=0)
+    assert model.optimizer.iterations == -(-len(x) // 32)
+    with pytest.raises(ValueError, match="missing \\['pixels'\\]; unexpected \\['pixel'\\]"):
+        model.fit({"pixel": x}, y, verbose=0)
+
+
+def test_a_schedule_saves_the_variables_and_says_compile_again(tmp_path):
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 1), "float32")
+    model = fx.Sequential([layers.Input((4,)), layers.Dense(1)])
+    model.compile(optimizer={"name": "adam", "learning_rate": optax.cosine_decay_schedule(0.01, 100)}, loss="mse",
+                  loss_weights=[np.float32(1.0)])
+    model.fit(x, y, verbose=0)
+    model.save(tmp_path / "m")
+    with pytest.warns(UserWarning, match="call model.compile"):
+        loaded = fx.load_model(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])
+
+
+def test_batch_hooks_get_a_clear_error_for_weights_and_one_callback_needs_no_list():
+    x, y = np.ones((32, 4), "float32"), np.zeros((32, 1), "float32")
+
+    class ReadsWeights(fx.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.model.get_weights()
+
+    model = fx.Sequential([layers.Input((4,)), layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="not readable in a batch hook"):
+        model.fit(x, y, callbacks=[ReadsWeights()], verbose=0)
+    assert model.optimizer.iterations == 0 and len(model.get_weights()) == 2   # the model stays usable
+    history = model.fit(x, y, epochs=3, callbacks=fx.callbacks.EarlyStopping(monitor="loss", patience=0,
+                                                                             min_delta=10.0), verbose=0)
+    assert history.epoch == [0, 1]

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from fluxnet.train.callbacks import History
 
 
+_MID_EPOCH = object()  # model._state during a Keras-style batch hook
+
+
 class LearningRate:
     """``model.optimizer``: the compiled optimizer's ``learning_rate`` (read and set, as Keras'
     ``model.optimizer.learning_rate``) and ``iterations`` (updates so far)."""
@@ -53,9 +56,8 @@ class LearningRate:
     def learning_rate(self, value: float) -> None:
         from fluxnet.train import lr_scale
 
-        state = self._model._fit_state()
-        base = lr_scale.base_learning_rate(jax.device_get(state.opt_state))
-        self._model._state = lr_scale.set_scale(state, float(value) / base if base else float(value))
+        self._model._state = lr_scale.set_learning_rate(self._model._fit_state(), float(value),
+                                                        "model.optimizer.learning_rate")
 
     @property
     def iterations(self) -> int:
@@ -70,6 +72,9 @@ class KerasMethods:
     # ------------------------------------------------------------------------------------ state
     def _fit_state(self):
         state = getattr(self, "_state", None)
+        if state is _MID_EPOCH:
+            raise ArgumentError("The weights are not readable in a batch hook (on_train_batch_end): the train step "
+                                "owns their buffers until the epoch ends. Read them in on_epoch_end.")
         if state is None:
             raise ArgumentError(f"Model {self.name!r} is not compiled: call model.compile(optimizer, loss, "
                                 "metrics) first.")
@@ -78,6 +83,10 @@ class KerasMethods:
     def _set_fit_state(self, state) -> None:
         """The state a Keras-style callback sees through the model during ``fit``."""
         self._state = state
+
+    def _hide_fit_state(self) -> None:
+        """During a batch hook: the state is the train step's (donated) buffers, so nothing shows."""
+        self._state = _MID_EPOCH
 
     def _take_fit_state(self):
         """The state after a Keras-style callback's hook (``set_weights`` or a learning rate may have
@@ -90,7 +99,7 @@ class KerasMethods:
         ordinary pytree, usable with ``model.apply``."""
         state = getattr(self, "_state", None)
         if state is not None:
-            return jax.device_get(state.variables)
+            return jax.device_get(self._fit_state().variables)
         if getattr(self, "_variables", None) is not None:
             return self._variables
         raise ArgumentError(f"Model {self.name!r} has no variables yet: call model.compile(...) (or "
@@ -153,6 +162,8 @@ class KerasMethods:
             state = state.replace(epoch=np.int32(initial_epoch))
         self.stop_training = False
         params = {"verbose": _verbose(verbose), "epochs": epochs}
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            callbacks = [callbacks]  # Keras flattens a single callback too
         cbs = [as_trainer_callback(cb, self, params) for cb in (callbacks or [])]
         before = self._state
         try:
@@ -173,7 +184,7 @@ class KerasMethods:
         """Keras' ``evaluate``: the loss alone, or ``[loss, <output>_loss..., metrics...]``, or with
         ``return_dict`` a dict of every logged name."""
         logs = self.trainer.evaluate(self._fit_state(), _data(x, y), batch_size=batch_size or 32,
-                                     verbose=_verbose(verbose) == 1)
+                                     verbose=_verbose(verbose))
         if return_dict:
             return logs
         order = self.trainer.objective.evaluate_order()

@@ -8,6 +8,7 @@ kinds and ranges, NaN/inf.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import jax
@@ -50,8 +51,8 @@ def split_validation(x: Any, y: Any, sample_weight: Any, fraction: float) -> tup
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise ArgumentError(f"validation_split must be a fraction in (0, 1), got {fraction!r}.")
     n = num_rows(x)
-    val = int(n * fraction)  # Keras: split_at = int(n * (1 - fraction)) rows for training
-    keep = n - val
+    keep = int(math.floor(n * (1.0 - fraction)))  # Keras' train_validation_split
+    val = n - keep
     if val == 0 or keep == 0:
         raise DataError(f"validation_split={fraction} of {n} examples leaves {keep} for training and {val} for "
                         "validation; both need at least one.")
@@ -103,7 +104,8 @@ def check_targets(objective: Objective, model, y: Any, rows: int, split: str) ->
 
 def check_data(objective: Objective, model, x: Any, y: Any, split: str) -> tuple[Any, Any]:
     """``(x, y)`` checked and structured for the steps (``y`` may be None: prediction)."""
-    if len(model.inputs) == 1 and not objective.multi and y is not None and objective.loss_names[0] in SPARSE_LOSSES:
+    if (len(model.inputs) == 1 and not objective.multi and y is not None and objective.loss_names[0] in SPARSE_LOSSES
+            and not isinstance(x, Mapping) and not isinstance(y, Mapping)):
         x, t = np.asarray(x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x), np.asarray(y)
         if not (np.issubdtype(t.dtype, np.number) or t.dtype == bool):
             check_targets(objective, model, t, len(t), split)  # the dtype error

@@ -108,6 +108,9 @@ class KerasBatchCallbackAdapter(KerasCallbackAdapter):
     ``model.stop_training`` set there ends training after that step."""
 
     def on_train_batch_end(self, batch, logs):
+        hide = getattr(self.model, "_hide_fit_state", None)
+        if hide is not None:
+            hide()  # mid-epoch the train step owns the weights' buffers: reading them is a clear error
         self.callback.on_train_batch_end(batch, logs=logs)
         return bool(getattr(self.model, "stop_training", False)) or None
 

@@ -16,22 +16,6 @@ import numpy as np
 from fluxnet.errors import ArgumentError
 from fluxnet.train import lr_scale
 from fluxnet.train.callbacks import Callback, MonitorCallback
-from fluxnet.train.state import TrainState
-
-
-def with_learning_rate(state: TrainState, learning_rate: float, owner: str) -> TrainState:
-    """``state`` with the scale that makes the learning rate ``learning_rate``: that rate over the
-    optimizer's own (a schedule's current value), or the rate itself for an opaque optax transform
-    (whose updates the scale multiplies)."""
-    if not learning_rate >= 0:
-        raise ArgumentError(f"{owner} set the learning rate to {learning_rate!r}; it must be a number >= 0.")
-    base = lr_scale.base_learning_rate(state.opt_state)
-    if base is None:
-        return lr_scale.set_scale(state, learning_rate)
-    if base == 0:
-        raise ArgumentError(f"{owner} cannot set the learning rate to {learning_rate}: the optimizer's own rate is 0 "
-                            "at this step (a schedule's start or end), so no scale of it gives another rate.")
-    return lr_scale.set_scale(state, learning_rate / base)
 
 
 class ReduceLROnPlateau(MonitorCallback):
@@ -75,7 +59,7 @@ class ReduceLROnPlateau(MonitorCallback):
         if self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
         self.cooldown_counter, self.wait = self.cooldown, 0
-        return with_learning_rate(state, new, "ReduceLROnPlateau")
+        return lr_scale.set_learning_rate(state, new, "ReduceLROnPlateau")
 
     def get_state(self):
         return {"best": self.best, "wait": self.wait, "cooldown_counter": self.cooldown_counter}
@@ -104,4 +88,4 @@ class LearningRateScheduler(Callback):
                                 f"it returned {new!r} ({type(new).__name__}).")
         if self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {new}.")
-        return with_learning_rate(state, float(new), "LearningRateScheduler")
+        return lr_scale.set_learning_rate(state, float(new), "LearningRateScheduler")

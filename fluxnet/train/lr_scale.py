@@ -50,3 +50,18 @@ def base_learning_rate(opt_state: Any) -> float | None:
     """The optimizer's own learning rate (before the scale), or None for an opaque transform."""
     base = optimizers.current_learning_rate(opt_state[0])
     return None if base is None else float(base)
+
+
+def set_learning_rate(state: Any, learning_rate: float, owner: str) -> Any:
+    """``state`` with the scale that makes the learning rate ``learning_rate``: that rate over the
+    optimizer's own (a schedule's current value), or the rate itself for an opaque optax transform
+    (whose updates the scale multiplies). ``owner`` names who set it, for the errors."""
+    if not learning_rate >= 0:
+        raise ArgumentError(f"{owner} set the learning rate to {learning_rate!r}; it must be a number >= 0.")
+    base = base_learning_rate(state.opt_state)
+    if base is None:
+        return set_scale(state, learning_rate)
+    if base == 0:
+        raise ArgumentError(f"{owner} cannot set the learning rate to {learning_rate}: the optimizer's own rate is 0 "
+                            "at this step (a schedule's start or end), so no scale of it gives another rate.")
+    return set_scale(state, learning_rate / base)

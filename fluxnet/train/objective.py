@@ -63,6 +63,8 @@ def structured(data: Any, names: Sequence[str], what: str, keyed: bool) -> Any:
                             + "; ".join(([f"missing {missing}"] if missing else [])
                                         + ([f"unexpected {extra}"] if extra else [])) + ".")
         values = [np.asarray(data[n]) for n in names]
+        if len(names) == 1 and not keyed:
+            return values[0]
     elif isinstance(data, (list, tuple)) and len(names) > 1:
         if len(data) != len(names):
             raise DataError(f"The {what} is a list of {len(data)} arrays, but the model has {len(names)}: "

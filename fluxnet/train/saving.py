@@ -65,11 +65,13 @@ def compile_config(loss: Any, optimizer: Any, metrics: Any, loss_weights: Any) -
     if not (isinstance(optimizer, str) or (isinstance(optimizer, Mapping) and isinstance(optimizer.get("name"), str))):
         return None
     try:
-        return {"loss": _structure(loss, losses_lib.LOSSES), "metrics": _structure(metrics, metrics_lib.METRICS),
-                "optimizer": optimizer if isinstance(optimizer, str) else dict(optimizer),
-                "loss_weights": loss_weights}
-    except NotSerializable:
+        config = {"loss": _structure(loss, losses_lib.LOSSES), "metrics": _structure(metrics, metrics_lib.METRICS),
+                  "optimizer": optimizer if isinstance(optimizer, str) else dict(optimizer),
+                  "loss_weights": jax.tree.map(float, loss_weights)}
+        json.dumps(config)  # e.g. a schedule as the optimizer's learning rate has no name either
+    except (NotSerializable, TypeError, ValueError):
         return None
+    return config
 
 
 def revive(spec: Any, get) -> Any:
