@@ -272,3 +272,20 @@ def test_batch_hooks_get_a_clear_error_for_weights_and_one_callback_needs_no_lis
     history = model.fit(x, y, epochs=3, callbacks=fx.callbacks.EarlyStopping(monitor="loss", patience=0,
                                                                              min_delta=10.0), verbose=0)
     assert history.epoch == [0, 1]
+
+
+def test_a_failed_fit_keeps_the_epochs_it_completed():
+    x, y = np.ones((32, 4), "float32"), np.zeros((32, 1), "float32")
+
+    class FailsInEpoch3(fx.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    model = fx.Sequential([layers.Input((4,)), layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, batch_size=16, epochs=5, callbacks=[FailsInEpoch3()], verbose=0)
+    assert model.optimizer.iterations == 4          # two epochs of two steps, as Keras keeps its weights
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert model.optimizer.iterations == 6

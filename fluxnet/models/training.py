@@ -153,6 +153,7 @@ class KerasMethods:
             ) -> "History":
         """Keras' ``fit``: train ``epochs - initial_epoch`` epochs on ``x``/``y`` (arrays, lists or
         dicts per input/output, or a fluxnet data split as ``x``); returns the ``History``."""
+        from fluxnet.train.callbacks import LastEpochState
         from fluxnet.train.keras_callback import as_trainer_callback
 
         trainer, state = self.trainer, self._fit_state()
@@ -165,15 +166,16 @@ class KerasMethods:
         if callbacks is not None and not isinstance(callbacks, (list, tuple)):
             callbacks = [callbacks]  # Keras flattens a single callback too
         cbs = [as_trainer_callback(cb, self, params) for cb in (callbacks or [])]
-        before = self._state
+        before, last = self._state, LastEpochState()
         try:
             self._state, history = trainer.fit(
                 state, _data(x, y), epochs=epochs - initial_epoch, batch_size=batch_size or 32,
                 validation_data=validation_data, validation_split=validation_split,
-                validation_batch_size=validation_batch_size, verbose=_verbose(verbose), callbacks=cbs,
-                class_weight=class_weight, sample_weight=sample_weight, shuffle=shuffle)
+                validation_batch_size=validation_batch_size, verbose=_verbose(verbose),
+                class_weight=class_weight, sample_weight=sample_weight, shuffle=shuffle, callbacks=[*cbs, last])
         except BaseException:
-            self._state = before  # a callback may have left a state whose buffers the steps donated
+            # keep the epochs completed (as Keras keeps its weights); never a state whose buffers were donated
+            self._state = before if last.state is None else last.state
             raise
         self.history = history
         self._publish(self.variables)

@@ -323,6 +323,18 @@ class TensorBoard(Callback):
             self._writer = None
 
 
+class LastEpochState(Callback):
+    """Keeps a copy of the state after each completed epoch (``self.state``), so that a fit that fails
+    or is interrupted later still leaves the training done so far (``model.fit`` uses it, as Keras
+    keeps its weights)."""
+
+    def __init__(self):
+        self.state = None
+
+    def on_epoch_end(self, epoch, logs, state):
+        self.state = _copy(state)
+
+
 class MetricsLog(Callback):
     """``metrics.jsonl``: one JSON object per epoch (``epoch`` counts from 1), full float precision."""
 
