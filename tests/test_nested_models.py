@@ -367,3 +367,22 @@ def test_nested_counts_and_trainable_split_match_keras(keras):
             kbase.layers[-1].trainable = base.layers[-1].trainable = True
         assert outer.count_params() == kouter.count_params(), step
         assert outer.param_counts() == split(kouter), step
+
+
+def test_keras_weights_of_a_nested_model_load_into_the_nested_layout(keras, tmp_path):
+    """Keras saves an inner model's layers under ``layers/<its key>/layers/``; they load into the
+    variables nested under the inner model's name, and the outputs equal Keras'."""
+    def build(lib, Model, Sequential, Input, base_name):
+        base = Sequential([Input((6, 6, 2)), lib.Conv2D(3, 3), lib.BatchNormalization()], name=base_name)
+        x = Input((6, 6, 2))
+        return Model(x, lib.Dense(2)(lib.Flatten()(base(x, training=False))))
+
+    k = build(keras.layers, keras.Model, keras.Sequential, keras.Input, "base")
+    rng = np.random.default_rng(0)
+    k.set_weights([rng.normal(size=w.shape).astype("float32") + (3 if w.ndim == 1 else 0) for w in k.get_weights()])
+    k.save_weights(tmp_path / "n.weights.h5")
+    model = build(layers, fx.Model, fx.Sequential, layers.Input, "feature_base")   # names need not agree
+    variables = fx.load_keras_weights(model, tmp_path / "n.weights.h5")
+    assert set(variables["params"]["feature_base"]) == {"conv2d", "batch_normalization"}
+    x = rng.normal(size=(4, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(model.apply(variables, x)[0], np.asarray(k(x, training=False)), rtol=1e-5, atol=1e-5)

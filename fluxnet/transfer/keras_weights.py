@@ -1,7 +1,9 @@
 """Keras 3 weights files (``.weights.h5``, or the weights inside a ``.keras`` archive) as fluxnet variables.
 
 How Keras 3 stores weights: ``model.save_weights`` walks ``model.layers`` and writes each layer's
-variables as ``layers/<key>/vars/<i>``. ``<key>`` is the snake-case class name plus a per-class counter in
+variables as ``layers/<key>/vars/<i>``, and a nested model's layers under ``layers/<its key>/layers/`` (its key:
+``functional`` or ``sequential`` with the same counters); fluxnet nests their variables under the inner
+model's name. ``<key>`` is the snake-case class name plus a per-class counter in
 ``model.layers`` order (``conv2d``, ``conv2d_1``, ...), not the layer's name (recent Keras versions keep
 the name as an attribute only), and ``<i>`` is the variable's position in the layer: Conv2D and Dense
 ``kernel, bias``; BatchNormalization ``gamma, beta, moving_mean, moving_variance`` (each only when the
@@ -39,7 +41,7 @@ _HOW_TO_CONVERT = ("With Keras 3 installed: `m = <the same Keras model>; m.load_
 class _Slot(NamedTuple):
     """One model variable and the file entry that holds it."""
     collection: str
-    layer: str
+    layers: tuple[str, ...]  # the layer's name, after the names of the models it is nested in
     variable: str
     path: str  # e.g. "layers/conv2d_3/vars/1"
     shape: tuple
@@ -51,7 +53,8 @@ def keras_layer_keys(model: Model) -> dict[str, str]:
     counters: dict[str, int] = {}
     keys = {}
     for layer in model.layers:  # Keras' order, which its weights files follow
-        base = to_snake_case(type(layer).__name__)
+        kind = type(layer).__name__
+        base = to_snake_case("Functional" if isinstance(layer, Model) and kind == "Model" else kind)
         count = counters[base] = counters.get(base, -1) + 1
         keys[layer.name] = base if count == 0 else f"{base}_{count}"
     return keys
@@ -89,33 +92,48 @@ def _open(path: str | os.PathLike) -> Iterator[h5py.File]:
         yield file
 
 
-def _plan(model: Model, file: h5py.File, source: str) -> list[_Slot]:
-    """Which file entry feeds each model variable; one CheckpointError listing every problem."""
-    abstract = model.abstract_variables()
+def _layer_slots(model: Model, abstract: dict, prefix: str, outer: tuple[str, ...],
+                 problems: list[str]) -> list[_Slot]:
+    """The slots of ``model``'s variables (``abstract``) under the file group ``prefix``; a nested
+    model's layers under ``<its key>/layers/``, as Keras saves them."""
     per_layer: dict[str, dict[str, str]] = {}  # layer name -> {variable: collection}
     for collection, sub in abstract.items():
         for layer_name, values in sub.items():
             for variable in values:
                 per_layer.setdefault(layer_name, {})[variable] = collection
-    classes = {layer.name: type(layer).__name__ for layer in model.layers}
     keys = keras_layer_keys(model)
-    slots, problems = [], []
-    for layer_name, variables in per_layer.items():
-        cls = classes[layer_name]
+    slots = []
+    for layer in model.layers:
+        variables, cls = per_layer.get(layer.name), type(layer).__name__
+        if not variables:
+            continue
+        if isinstance(layer, Model):
+            inner = {c: sub[layer.name] for c, sub in abstract.items() if layer.name in sub}
+            slots += _layer_slots(layer, inner, f"{prefix}{keys[layer.name]}/layers/", (*outer, layer.name),
+                                  problems)
+            continue
+        label = "/".join((*outer, layer.name))
         if cls not in VARIABLE_ORDERS:
-            problems.append(f"layer {layer_name!r}: no Keras variable order is known for class {cls}; register "
+            problems.append(f"layer {label!r}: no Keras variable order is known for class {cls}; register "
                             "it in fluxnet.layers.variable_order.VARIABLE_ORDERS")
             continue
         order = VARIABLE_ORDERS.get(cls)
         unknown = sorted(set(variables) - set(order))
         if unknown:
-            problems.append(f"layer {layer_name!r}: variables {unknown} are not in Keras' order {list(order)} "
+            problems.append(f"layer {label!r}: variables {unknown} are not in Keras' order {list(order)} "
                             f"for {cls}")
             continue
         for index, variable in enumerate(v for v in order if v in variables):
-            leaf = abstract[variables[variable]][layer_name][variable]
-            slots.append(_Slot(variables[variable], layer_name, variable,
-                               f"layers/{keys[layer_name]}/vars/{index}", tuple(leaf.shape), leaf.dtype))
+            leaf = abstract[variables[variable]][layer.name][variable]
+            slots.append(_Slot(variables[variable], (*outer, layer.name), variable,
+                               f"{prefix}{keys[layer.name]}/vars/{index}", tuple(leaf.shape), leaf.dtype))
+    return slots
+
+
+def _plan(model: Model, file: h5py.File, source: str) -> list[_Slot]:
+    """Which file entry feeds each model variable; one CheckpointError listing every problem."""
+    problems: list[str] = []
+    slots = _layer_slots(model, model.abstract_variables(), "layers/", (), problems)
 
     stored: dict[str, h5py.Dataset] = {}
     file["layers"].visititems(
@@ -126,7 +144,7 @@ def _plan(model: Model, file: h5py.File, source: str) -> list[_Slot]:
         return f" (Keras layer {name!r})" if name is not None else ""
 
     for slot in slots:
-        target, shape = f"{slot.layer}/{slot.variable} ({slot.collection})", format_shape(slot.shape)
+        target, shape = f"{'/'.join(slot.layers)}/{slot.variable} ({slot.collection})", format_shape(slot.shape)
         if slot.path not in stored:
             problems.append(f"missing: {slot.path} for {target}, shape {shape}")
         elif tuple(stored[slot.path].shape) != slot.shape:
@@ -157,12 +175,15 @@ def load_keras_weights(model: Model, path: str | os.PathLike) -> dict:
     """
     with _open(path) as file:
         slots = _plan(model, file, os.fspath(path))
-        variables = {c: {layer: {} for layer in sub} for c, sub in model.abstract_variables().items()}
+        variables: dict = {"params": {}}
         for slot in slots:
             dataset = file[slot.path]
             if dataset.attrs.get("dtype") == "bfloat16":  # Keras writes bfloat16 with this marker
                 array = np.array(dataset, dtype=ml_dtypes.bfloat16)
             else:
                 array = dataset[()]
-            variables[slot.collection][slot.layer][slot.variable] = jnp.asarray(array, dtype=slot.dtype)
+            holder = variables.setdefault(slot.collection, {})
+            for name in slot.layers:
+                holder = holder.setdefault(name, {})
+            holder[slot.variable] = jnp.asarray(array, dtype=slot.dtype)
     return variables
