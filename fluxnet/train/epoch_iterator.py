@@ -2,10 +2,11 @@
 them on the host from the arrays ``data_adapter.py`` checked, and lays them out for the device mesh.
 
 Training batches are full, except an epoch's last one when the data does not divide into batches:
-it is trained, as Keras does (``ceil(n / batch_size)`` steps). On one device it is simply smaller
-(one more compilation, once); on several it is padded to a multiple of the device count with copies
-of its own rows, which a ``mask`` excludes from the loss, the metrics and BatchNormalization's
-statistics.
+it is trained, as Keras does (``ceil(n / batch_size)`` steps), padded to the batch size with copies of
+its own rows, which a ``mask`` excludes from the loss, the metrics and BatchNormalization's
+statistics. A padded batch has the full batch's shapes, so its step compiles once more at most (a
+masked batch is a second signature), the same on one device or many, and its randomness (dropout
+masks) has the shapes it would have in a population of models trained together.
 
 On CPU devices batches go to the steps as the numpy arrays they are: the jitted step places them
 (``in_shardings``) in ~10 us, where ``jax.device_put`` costs ~150 us per array and there is no transfer
@@ -63,17 +64,13 @@ class EpochIterator:
         return self._placed((gather(arrays, b["image"], b["mask"]) for b in it), sharding.batch_sharded(self.mesh))
 
     def _train_batch(self, arrays: dict, batch: dict) -> dict:
-        """A training batch: full ones without a mask; a last partial one smaller on one device, else
-        padded to a multiple of the device count with copies of its rows and a mask."""
+        """A training batch: full ones without a mask; a last partial one padded to the batch size with
+        copies of its own rows and a mask (the step's second and last shape)."""
         mask = batch["mask"]
         if mask.all():
             return gather(arrays, batch["image"])
         real = batch["image"][mask]
-        devices = self.mesh.devices.size
-        if devices == 1:
-            return gather(arrays, real)
-        size = -(-real.size // devices) * devices
-        return gather(arrays, np.resize(real, size), np.arange(size) < real.size)
+        return gather(arrays, np.resize(real, mask.size), np.arange(mask.size) < real.size)
 
     def _split_for_pmap(self, batch: dict, stacked: bool) -> dict:
         """Host batches reshaped for ``pmap``: ``(devices, batch / devices, ...)``, or

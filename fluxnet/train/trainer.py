@@ -106,8 +106,9 @@ class Trainer:
         self.batches = EpochIterator(self.mesh, parallel)
         replicated = sharding.replicated(self.mesh)
         # MixUp/CutMix turn labels into soft one-hot targets: train on the loss' dense equivalent.
-        dense = ([losses_lib.dense_equivalent(fn) for fn in objective.loss_fns]
-                 if getattr(augment, "mixes_labels", False) else None)
+        self.augment = augment
+        self.train_loss_fns = dense = ([losses_lib.dense_equivalent(fn) for fn in objective.loss_fns]
+                                       if getattr(augment, "mixes_labels", False) else None)
         train_step = make_train_step(model, objective, tx, augment, axis_name="data" if parallel == "pmap" else None,
                                      loss_fns=dense)
         single = sharding.batch_sharded(self.mesh)
@@ -127,6 +128,7 @@ class Trainer:
         self.eval_step = jax.jit(make_eval_step(model, objective),
                                  in_shardings=(None, single), out_shardings=replicated)
         self.predict_step = jax.jit(make_predict_step(model), in_shardings=(None, single))
+        self._jitted_init = jax.jit(self._init, out_shardings=replicated)
 
     # -------------------------------------------------------------------------------- state
     def _init(self, rng: jax.Array) -> TrainState:
@@ -136,8 +138,8 @@ class Trainer:
 
     def init(self, rng: jax.Array) -> TrainState:
         """A fresh train state (variables from ``model.init``), replicated over the devices. Jitted, so
-        every leaf owns its buffer (the train step donates them)."""
-        return jax.jit(self._init, out_shardings=sharding.replicated(self.mesh))(rng)
+        every leaf owns its buffer (the train step donates them); compiled once per Trainer."""
+        return self._jitted_init(rng)
 
     def with_variables(self, state: TrainState, variables: Mapping) -> TrainState:
         """``state`` with its model variables replaced (e.g. a pretrained backbone's) and a fresh
@@ -327,6 +329,11 @@ class Trainer:
             arrays["weight"] = weights
         batches = BatchIterator(np.arange(num_rows(x)), class_ids(y) if oversample else None, batch_size,
                                 shuffle=shuffle, seed=seed, drop_remainder=False, oversample=oversample)
+        devices = self.mesh.devices.size
+        if batches.examples_per_epoch < batch_size:  # fewer examples than a batch: one smaller batch (Keras)
+            batches = BatchIterator(np.arange(num_rows(x)), class_ids(y) if oversample else None,
+                                    -(-batches.examples_per_epoch // devices) * devices, shuffle=shuffle, seed=seed,
+                                    drop_remainder=False, oversample=oversample)
         if validation_data is not None:
             vx, vy = as_xy(validation_data, "validation_data")
             if vy is None:

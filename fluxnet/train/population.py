@@ -1,0 +1,189 @@
+"""Populations: P members of one model trained together as one ``jax.vmap``-ed program.
+
+A small model leaves a device mostly idle; P members of it -- different seeds, different subsets of one
+shared training set (cross-validation folds), different learning rates -- fill it. Each member sees
+exactly what it would see trained alone with ``Trainer.fit(trainer.init(key(seed)), (x[rows], y[rows]),
+...)``: the same initial variables, the same shuffle (``(seed, epoch)``), the same batches, the same
+per-step randomness; only the batched kernels round differently (about 1e-6 relative per step). The
+data is stored once and each member gathers its batches by index; a member whose epoch has fewer
+steps than the longest one is masked out of the steps it does not have (its parameters, optimizer
+state, statistics and step counter stay as they are). A member's learning rate is the Trainer's
+learning-rate scale (``lr_scale.py``), a traced value: one compiled step serves every rate.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fluxnet.data.batching import BatchIterator
+from fluxnet.errors import ArgumentError
+from fluxnet.train import lr_scale
+from fluxnet.train.callbacks import History
+from fluxnet.train.data_adapter import as_xy, check_data, num_rows, take
+from fluxnet.train.state import TrainState
+from fluxnet.train.steps import finalize, make_eval_step, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One member: ``seed`` (initialisation, randomness, shuffle); ``train_rows`` and
+    ``validation_rows``, indices into the shared training arrays (None: all rows / no validation
+    from them); ``learning_rate`` (None: the optimizer's own)."""
+
+    seed: int = 0
+    train_rows: Any = None
+    validation_rows: Any = None
+    learning_rate: float | None = None
+
+
+def stack(states: Sequence[TrainState]) -> TrainState:
+    """Member states stacked on a leading axis (the population's layout)."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def member(states: TrainState, i: int) -> TrainState:
+    """Member ``i`` of a stacked population state, as an ordinary TrainState (for ``Trainer.evaluate``,
+    ``predict``, saving...)."""
+    return jax.tree.map(lambda leaf: leaf[i], states)
+
+
+class Population:
+    """Trains members of ``trainer``'s model together: ``fit(members, data, ...)`` -> ``(states,
+    histories)``. Runs on one device (the Trainer's first)."""
+
+    def __init__(self, trainer):
+        if trainer.parallel != "sharding":
+            raise ArgumentError("A population vmaps its members on one device; build the Trainer with "
+                                "parallel='sharding'.")
+        self.trainer = trainer
+        step = make_train_step(trainer.model, trainer.objective, trainer.tx, trainer.augment,
+                               loss_fns=trainer.train_loss_fns)
+
+        def member_step(state: TrainState, batch: dict):
+            new, metrics = step(state, batch)
+            active = jnp.any(batch["mask"])  # no real rows: this member has no such step; keep it as it is
+            return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), metrics
+
+        self.train_step = jax.jit(jax.vmap(member_step), donate_argnums=0)
+        self.eval_step = jax.jit(jax.vmap(make_eval_step(trainer.model, trainer.objective)))
+
+    def init(self, members: Sequence[Member]) -> TrainState:
+        """The stacked states: member ``i`` is ``trainer.init(key(seed_i))`` with its learning rate."""
+        states = []
+        for m in members:
+            state = jax.device_get(self.trainer.init(jax.random.key(m.seed)))
+            if m.learning_rate is not None:
+                state = lr_scale.set_learning_rate(state, float(m.learning_rate), f"member (seed {m.seed})")
+            states.append(state)
+        return stack(states)
+
+    def fit(self, members: Sequence[Member], data: Any, epochs: int = 1, batch_size: int = 32, *,
+            validation_data: Any = None, states: TrainState | None = None) -> tuple[TrainState, list[History]]:
+        """Train every member ``epochs`` more epochs (``states``: a previous result, else ``init``).
+        ``validation_data`` is shared by all members; a member's ``validation_rows`` validate it on its
+        own rows of ``data`` instead. Returns the stacked states and one ``History`` per member."""
+        members = list(members)
+        if not members:
+            raise ArgumentError("A population needs at least one member.")
+        x, y = as_xy(data, "fit data")
+        x, y = check_data(self.trainer.objective, self.trainer.model, x, y, "train")
+        n = num_rows(x)
+        rows = [np.arange(n) if m.train_rows is None else _rows(m.train_rows, n, "train_rows") for m in members]
+        # the step donates its input buffers: train on a copy, so the caller's states stay valid
+        states = self.init(members) if states is None else jax.tree.map(jnp.copy, states)
+        seeds = [int(np.asarray(s.rng).ravel()[-1]) % (2 ** 31) for s in
+                 (member(jax.device_get(states), i) for i in range(len(members)))]
+        iterators = [BatchIterator(np.arange(len(r)), None, min(batch_size, len(r)), seed=seed, drop_remainder=False)
+                     for r, seed in zip(rows, seeds)]  # for their shuffles and step counts
+        if len({it.batch_size for it in iterators}) > 1:
+            raise ArgumentError("Every member needs at least batch_size training rows (the batches are stacked).")
+        validation = self._validation(members, x, y, validation_data, n)
+        histories = [History() for _ in members]
+        start = int(np.asarray(states.epoch).max())
+        for epoch in range(start, start + epochs):
+            states, logs = self._epoch(states, {"x": x, "y": y}, rows, iterators, epoch)
+            if validation is not None:
+                for i, val in enumerate(self._evaluate(states, *validation, batch_size)):
+                    logs[i].update({f"val_{k}": v for k, v in val.items()})
+            host = jax.device_get(states.opt_state)
+            for i, history in enumerate(histories):
+                logs[i]["learning_rate"] = lr_scale.learning_rate(jax.tree.map(lambda a, i=i: a[i], host))
+                history.on_epoch_end(epoch, logs[i], None)
+            states = states.replace(epoch=jnp.full_like(states.epoch, epoch + 1))
+        return states, histories
+
+    def _epoch(self, states, arrays: dict, rows: list, iterators: list, epoch: int):
+        steps = max(it.steps_per_epoch for it in iterators)
+        plans = [_epoch_plan(r, it, epoch, steps) for r, it in zip(rows, iterators)]
+        index, mask = np.stack([p[0] for p in plans], 1), np.stack([p[1] for p in plans], 1)  # (steps, P, B)
+        sums = []
+        for step in range(steps):
+            batch = {k: jax.tree.map(lambda a: a[index[step]], v) for k, v in arrays.items()}
+            batch["mask"] = mask[step]
+            states, metrics = self.train_step(states, batch)
+            sums.append(metrics)
+        return states, self._per_member(sums, len(rows))
+
+    def _validation(self, members, x, y, validation_data, n):
+        """``(x, y, rows per member)`` of the validation: each member's own rows of the training
+        arrays, or the shared ``validation_data`` (every member all of its rows), or None."""
+        own = [m.validation_rows is not None for m in members]
+        if any(own) and not all(own):
+            raise ArgumentError("Give every member validation_rows, or none of them.")
+        if all(own):
+            if validation_data is not None:
+                raise ArgumentError("Pass validation_data or members' validation_rows, not both.")
+            return x, y, [_rows(m.validation_rows, n, "validation_rows") for m in members]
+        if validation_data is None:
+            return None
+        vx, vy = as_xy(validation_data, "validation_data")
+        vx, vy = check_data(self.trainer.objective, self.trainer.model, vx, vy, "validation")
+        return vx, vy, [np.arange(num_rows(vx))] * len(members)
+
+    def _evaluate(self, states, x, y, rows: list, batch_size: int) -> list[dict]:
+        size = min(batch_size, max(len(r) for r in rows))
+        sums = []
+        for start in range(0, max(len(r) for r in rows), size):
+            chunks = [r[start:start + size] for r in rows]
+            index = np.stack([np.resize(c, size) if len(c) else np.zeros(size, np.int64) for c in chunks])
+            mask = np.stack([np.arange(size) < len(c) for c in chunks])
+            sums.append(self.eval_step(states, {"x": take(x, index), "y": take(y, index), "mask": mask}))
+        return self._per_member(sums, len(rows))
+
+    def _per_member(self, sums: list, members: int) -> list[dict]:
+        """Per-member epoch averages from stacked step sums (added in float64 on the host)."""
+        host = jax.device_get(sums)
+        names = self.trainer.objective.log_names()
+        out = []
+        for i in range(members):
+            total = {k: (sum(np.float64(m[k][0][i]) for m in host), sum(np.float64(m[k][1][i]) for m in host))
+                     for k in names}
+            out.append(finalize(total))
+        return out
+
+
+def _epoch_plan(rows: np.ndarray, batches: BatchIterator, epoch: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """A member's epoch as ``(steps, batch)`` row indices into the shared arrays and their mask: the
+    batches ``Trainer.fit`` would train on ``rows`` (its shuffle, a last partial batch padded with
+    copies of its own rows), then all-masked steps up to the population's ``steps``."""
+    size, order = batches.batch_size, rows[batches.epoch_order(epoch)]
+    full, rest = divmod(len(order), size)
+    index, mask = np.full((steps, size), order[0]), np.zeros((steps, size), bool)
+    index[:full], mask[:full] = order[:full * size].reshape(full, size), True
+    if rest:
+        index[full], mask[full, :rest] = np.resize(order[full * size:], size), True
+    return index, mask
+
+
+def _rows(indices: Any, n: int, what: str) -> np.ndarray:
+    rows = np.asarray(indices)
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer) or rows.size == 0:
+        raise ArgumentError(f"A member's {what} must be a non-empty 1-D array of row indices, got shape {rows.shape} "
+                            f"and dtype {rows.dtype}.")
+    if rows.min() < 0 or rows.max() >= n:
+        raise ArgumentError(f"A member's {what} must lie in [0, {n}); got {rows.min()}..{rows.max()}.")
+    return rows

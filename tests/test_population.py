@@ -1,0 +1,76 @@
+"""Populations: members trained together as one vmapped program equal the same runs trained alone
+(seeds, folds of unequal size with partial and missing batches, learning rates; BatchNormalization
+and Dropout), validate on their own rows, and leave the caller's states valid."""
+import jax
+import numpy as np
+import optax
+import pytest
+
+import fluxnet as fx
+from fluxnet.models.builders import build_model
+from fluxnet.train import lr_scale
+from fluxnet.train.population import Member, Population, member
+
+LOSS = fx.losses.get("sparse_categorical_crossentropy", from_logits=True)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 200)
+    trainer = fx.Trainer(build_model("cnn", (8, 8, 1), 10, filters=(8,), dense_units=16, dropout=0.2), loss=LOSS,
+                         optimizer=optax.adam(3e-3), metrics=["accuracy"])
+    return trainer, x, y
+
+
+def alone(trainer, m: Member, x, y, epochs, validation):
+    state = trainer.init(jax.random.key(m.seed))
+    if m.learning_rate is not None:
+        state = lr_scale.set_learning_rate(state, m.learning_rate, "test")
+    rows = np.arange(len(x)) if m.train_rows is None else m.train_rows
+    return trainer.fit(state, (x[rows], y[rows]), epochs=epochs, batch_size=32, validation_data=validation, verbose=0)
+
+
+def test_members_equal_the_same_runs_trained_alone(setup):
+    trainer, x, y = setup
+    members = [Member(seed=0),                                            # 200 rows: 7 steps, the last partial
+               Member(seed=1, train_rows=np.arange(0, 150)),              # 5 steps: masked out of the last two
+               Member(seed=2, train_rows=np.arange(37, 200), learning_rate=1e-3)]
+    validation = (x[:40], y[:40])
+    states, histories = Population(trainer).fit(members, (x, y), epochs=2, batch_size=32, validation_data=validation)
+    for i, m in enumerate(members):
+        state, history = alone(trainer, m, x, y, 2, validation)
+        assert int(member(states, i).step) == int(state.step)              # no update in a missing step
+        assert set(histories[i].history) == set(history.history)
+        for key, values in history.history.items():
+            np.testing.assert_allclose(histories[i].history[key], values, rtol=1e-5, atol=1e-7, err_msg=key)
+        for a, b in zip(jax.tree.leaves(member(states, i).variables), jax.tree.leaves(state.variables)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(histories[2].history["learning_rate"], [1e-3, 1e-3], rtol=1e-6)
+
+
+def test_folds_validate_on_their_own_rows_and_states_continue(setup):
+    trainer, x, y = setup
+    folds = np.array_split(np.random.default_rng(1).permutation(len(x)), 3)
+    members = [Member(seed=0, train_rows=np.concatenate([f for j, f in enumerate(folds) if j != k]),
+                      validation_rows=folds[k]) for k in range(3)]
+    population = Population(trainer)
+    states, first = population.fit(members, (x, y), epochs=1, batch_size=32)
+    again, second = population.fit(members, (x, y), epochs=1, batch_size=32, states=states)
+    assert int(np.asarray(again.epoch).max()) == 2
+    _ = jax.device_get(states)  # the caller's states stay readable (the steps donate a copy)
+    for k, m in enumerate(members):
+        state, history = alone(trainer, m, x, y, 2, (x[m.validation_rows], y[m.validation_rows]))
+        np.testing.assert_allclose(first[k].history["val_loss"] + second[k].history["val_loss"],
+                                   history.history["val_loss"], rtol=1e-5)
+
+
+def test_bad_members_are_named(setup):
+    trainer, x, y = setup
+    population = Population(trainer)
+    with pytest.raises(ValueError, match="train_rows must lie in \\[0, 200\\)"):
+        population.fit([Member(train_rows=np.arange(190, 210))], (x, y))
+    with pytest.raises(ValueError, match="validation_rows, or none"):
+        population.fit([Member(validation_rows=np.arange(5)), Member()], (x, y))
+    with pytest.raises(ValueError, match="at least batch_size training rows"):
+        population.fit([Member(), Member(train_rows=np.arange(10))], (x, y), batch_size=32)
