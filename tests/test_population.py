@@ -74,3 +74,21 @@ def test_bad_members_are_named(setup):
         population.fit([Member(validation_rows=np.arange(5)), Member()], (x, y))
     with pytest.raises(ValueError, match="at least batch_size training rows"):
         population.fit([Member(), Member(train_rows=np.arange(10))], (x, y), batch_size=32)
+
+
+def test_continued_states_are_checked(setup):
+    trainer, x, y = setup
+    population = Population(trainer)
+    ahead, _ = trainer.fit(trainer.init(jax.random.key(0)), (x, y), epochs=1, verbose=0)
+    from fluxnet.train.population import stack
+    with pytest.raises(ValueError, match="different epochs \\[0, 1\\]"):
+        population.fit([Member(0), Member(1)], (x, y), states=stack([ahead, trainer.init(jax.random.key(1))]))
+    with pytest.raises(ValueError, match="stacked states of 3 members"):
+        population.fit([Member(0), Member(1), Member(2)], (x, y), states=stack([ahead, ahead]))
+    with pytest.raises(TypeError, match="list of population.Member"):
+        population.fit([0, 1], (x, y))
+    with pytest.raises(ValueError, match="fit needs targets"):
+        population.fit([Member()], (x, None))
+    population.fit([Member(0), Member(1)], (x, y), batch_size=32)
+    population.fit([Member(0), Member(1)], (x, y), states=stack([ahead, ahead]), batch_size=32)
+    assert population.train_step._cache_size() == 1      # states from Trainer.fit: the same placement as init's

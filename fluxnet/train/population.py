@@ -13,6 +13,7 @@ learning-rate scale (``lr_scale.py``), a traced value: one compiled step serves 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Sequence
 
 import jax
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fluxnet.data.batching import BatchIterator
-from fluxnet.errors import ArgumentError
+from fluxnet.errors import ArgumentError, ArgumentTypeError
 from fluxnet.train import lr_scale
 from fluxnet.train.callbacks import History
 from fluxnet.train.data_adapter import as_xy, check_data, num_rows, take
@@ -32,7 +33,8 @@ from fluxnet.train.steps import finalize, make_eval_step, make_train_step
 class Member:
     """One member: ``seed`` (initialisation, randomness, shuffle); ``train_rows`` and
     ``validation_rows``, indices into the shared training arrays (None: all rows / no validation
-    from them); ``learning_rate`` (None: the optimizer's own)."""
+    from them); ``learning_rate`` (None: the optimizer's own), set when the member is initialised
+    (continued ``states`` keep the rate they have)."""
 
     seed: int = 0
     train_rows: Any = None
@@ -87,14 +89,24 @@ class Population:
         ``validation_data`` is shared by all members; a member's ``validation_rows`` validate it on its
         own rows of ``data`` instead. Returns the stacked states and one ``History`` per member."""
         members = list(members)
-        if not members:
-            raise ArgumentError("A population needs at least one member.")
+        if not members or not all(isinstance(m, Member) for m in members):
+            raise ArgumentTypeError("A population needs a non-empty list of population.Member, got "
+                                    f"{[type(m).__name__ for m in members]}.")
+        for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ArgumentError(f"{name} must be an int >= {low}, got {value!r}.")
         x, y = as_xy(data, "fit data")
+        if y is None:
+            raise ArgumentError("fit needs targets: pass (x, y).")
         x, y = check_data(self.trainer.objective, self.trainer.model, x, y, "train")
         n = num_rows(x)
         rows = [np.arange(n) if m.train_rows is None else _rows(m.train_rows, n, "train_rows") for m in members]
-        # the step donates its input buffers: train on a copy, so the caller's states stay valid
-        states = self.init(members) if states is None else jax.tree.map(jnp.copy, states)
+        if states is None:
+            states = self.init(members)
+        else:
+            self._check_states(states, len(members))
+            # one device, as init's (no second compilation); a copy: the step donates it, the caller keeps theirs
+            states = jax.device_put(jax.tree.map(jnp.copy, states), jax.devices()[0])
         seeds = [int(np.asarray(s.rng).ravel()[-1]) % (2 ** 31) for s in
                  (member(jax.device_get(states), i) for i in range(len(members)))]
         iterators = [BatchIterator(np.arange(len(r)), None, min(batch_size, len(r)), seed=seed, drop_remainder=False)
@@ -115,6 +127,16 @@ class Population:
                 history.on_epoch_end(epoch, logs[i], None)
             states = states.replace(epoch=jnp.full_like(states.epoch, epoch + 1))
         return states, histories
+
+    def _check_states(self, states: Any, members: int) -> None:
+        if not isinstance(states, TrainState) or any(np.ndim(leaf) == 0 or np.shape(leaf)[0] != members
+                                                     for leaf in jax.tree.leaves(states)):
+            raise ArgumentError(f"states must be the stacked states of {members} members (population.stack of "
+                                "TrainStates, or a previous Population.fit's result).")
+        epochs = np.unique(np.asarray(jax.device_get(states.epoch)))
+        if epochs.size > 1:
+            raise ArgumentError(f"The members' states are at different epochs {epochs.tolist()}; a population trains "
+                                "members at the same epoch (their shuffles and step plans are per epoch).")
 
     def _epoch(self, states, arrays: dict, rows: list, iterators: list, epoch: int):
         steps = max(it.steps_per_epoch for it in iterators)
