@@ -81,7 +81,7 @@ class Population:
             if m.learning_rate is not None:
                 state = lr_scale.set_learning_rate(state, float(m.learning_rate), f"member (seed {m.seed})")
             states.append(state)
-        return stack(states)
+        return jax.device_put(stack(states), jax.devices()[0])
 
     def fit(self, members: Sequence[Member], data: Any, epochs: int = 1, batch_size: int = 32, *,
             validation_data: Any = None, states: TrainState | None = None) -> tuple[TrainState, list[History]]:
@@ -105,7 +105,7 @@ class Population:
             states = self.init(members)
         else:
             self._check_states(states, len(members))
-            # one device, as init's (no second compilation); a copy: the step donates it, the caller keeps theirs
+            # on init's device (no second compilation); a copy: the step donates it, the caller keeps theirs
             states = jax.device_put(jax.tree.map(jnp.copy, states), jax.devices()[0])
         seeds = [int(np.asarray(s.rng).ravel()[-1]) % (2 ** 31) for s in
                  (member(jax.device_get(states), i) for i in range(len(members)))]
