@@ -92,3 +92,19 @@ def test_continued_states_are_checked(setup):
     population.fit([Member(0), Member(1)], (x, y), batch_size=32)
     population.fit([Member(0), Member(1)], (x, y), states=stack([ahead, ahead]), batch_size=32)
     assert population.train_step._cache_size() == 1      # states from Trainer.fit: the same placement as init's
+
+
+def test_a_member_that_stops_early_sits_out_while_the_others_go_on(setup, tmp_path):
+    trainer, x, y = setup
+    stop_after_two = lambda: fx.train.EarlyStopping(monitor="loss", min_delta=10.0, patience=0)  # noqa: E731
+    members = [Member(seed=0), Member(seed=1)]
+    states, histories = Population(trainer).fit(members, (x, y), epochs=4, batch_size=32,
+                                                callbacks=[[stop_after_two()], []])
+    assert histories[0].epoch == [0, 1] and histories[1].epoch == [0, 1, 2, 3]
+    for i, (m, cbs) in enumerate(zip(members, [[stop_after_two()], []])):
+        state, history = trainer.fit(trainer.init(jax.random.key(m.seed)), (x, y), epochs=4, batch_size=32,
+                                     callbacks=cbs, verbose=0)
+        assert int(member(states, i).step) == int(state.step) and int(member(states, i).epoch) == int(state.epoch)
+        np.testing.assert_allclose(histories[i].history["loss"], history.history["loss"], rtol=1e-5)
+    with pytest.raises(ValueError, match="BackupAndRestore"):
+        Population(trainer).fit(members, (x, y), callbacks=[[fx.callbacks.BackupAndRestore(tmp_path / "backup")], []])

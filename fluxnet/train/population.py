@@ -23,7 +23,7 @@ import numpy as np
 from fluxnet.data.batching import BatchIterator
 from fluxnet.errors import ArgumentError, ArgumentTypeError
 from fluxnet.train import lr_scale
-from fluxnet.train.callbacks import History
+from fluxnet.train.callbacks import Callback, History
 from fluxnet.train.data_adapter import as_xy, check_data, num_rows, take
 from fluxnet.train.state import TrainState
 from fluxnet.train.steps import finalize, make_eval_step, make_train_step
@@ -84,10 +84,16 @@ class Population:
         return jax.device_put(stack(states), jax.devices()[0])
 
     def fit(self, members: Sequence[Member], data: Any, epochs: int = 1, batch_size: int = 32, *,
-            validation_data: Any = None, states: TrainState | None = None) -> tuple[TrainState, list[History]]:
+            validation_data: Any = None, states: TrainState | None = None,
+            callbacks: Sequence[Sequence[Callback]] | None = None) -> tuple[TrainState, list[History]]:
         """Train every member ``epochs`` more epochs (``states``: a previous result, else ``init``).
         ``validation_data`` is shared by all members; a member's ``validation_rows`` validate it on its
-        own rows of ``data`` instead. Returns the stacked states and one ``History`` per member."""
+        own rows of ``data`` instead. ``callbacks[i]`` are member ``i``'s Trainer callbacks, called with
+        its own logs and state as ``Trainer.fit`` calls them: one that stops training (EarlyStopping, a
+        pruner) masks that member out of the remaining steps while the others go on; a returned state
+        (a learning-rate callback, restored best weights) replaces the member's. Returns the stacked
+        states and one ``History`` per member. (A population continues, with ``states``, only while its
+        members are at one epoch.)"""
         members = list(members)
         if not members or not all(isinstance(m, Member) for m in members):
             raise ArgumentTypeError("A population needs a non-empty list of population.Member, got "
@@ -95,6 +101,7 @@ class Population:
         for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ArgumentError(f"{name} must be an int >= {low}, got {value!r}.")
+        cbs = self._callbacks(callbacks, len(members))
         x, y = as_xy(data, "fit data")
         if y is None:
             raise ArgumentError("fit needs targets: pass (x, y).")
@@ -114,19 +121,55 @@ class Population:
         if len({it.batch_size for it in iterators}) > 1:
             raise ArgumentError("Every member needs at least batch_size training rows (the batches are stacked).")
         validation = self._validation(members, x, y, validation_data, n)
-        histories = [History() for _ in members]
+        for i, member_cbs in enumerate(cbs):
+            for cb in member_cbs:
+                states = _replace_member(states, i, cb.on_train_begin(self.trainer, member(states, i)))
+        active = np.ones(len(members), bool)
         start = int(np.asarray(states.epoch).max())
         for epoch in range(start, start + epochs):
-            states, logs = self._epoch(states, {"x": x, "y": y}, rows, iterators, epoch)
+            if not active.any():
+                break
+            for i in np.flatnonzero(active):
+                for cb in cbs[i]:
+                    states = _replace_member(states, i, cb.on_epoch_begin(epoch, member(states, i)))
+            states, logs = self._epoch(states, {"x": x, "y": y}, rows, iterators, epoch, active)
             if validation is not None:
                 for i, val in enumerate(self._evaluate(states, *validation, batch_size)):
                     logs[i].update({f"val_{k}": v for k, v in val.items()})
             host = jax.device_get(states.opt_state)
-            for i, history in enumerate(histories):
+            states = states.replace(epoch=jnp.where(active, epoch + 1, states.epoch))
+            for i in np.flatnonzero(active):
                 logs[i]["learning_rate"] = lr_scale.learning_rate(jax.tree.map(lambda a, i=i: a[i], host))
-                history.on_epoch_end(epoch, logs[i], None)
-            states = states.replace(epoch=jnp.full_like(states.epoch, epoch + 1))
-        return states, histories
+                for cb in cbs[i]:
+                    answer = cb.on_epoch_end(epoch, logs[i], member(states, i))
+                    if isinstance(answer, tuple):  # (state, True): replaced and stop
+                        answer, active[i] = answer[0], False
+                    if isinstance(answer, TrainState):
+                        states = _replace_member(states, i, answer)
+                    elif answer:
+                        active[i] = False
+        for i, member_cbs in enumerate(cbs):
+            for cb in member_cbs:
+                states = _replace_member(states, i, cb.on_train_end(member(states, i)))
+        return states, [member_cbs[0] for member_cbs in cbs]
+
+    @staticmethod
+    def _callbacks(callbacks: Sequence[Sequence[Callback]] | None, members: int) -> list[list[Callback]]:
+        """Each member's callbacks after its own ``History``, checked: per-step hooks and callbacks that
+        need the whole fit (``runs_last``, e.g. BackupAndRestore) have no place in a population yet."""
+        if callbacks is None:
+            callbacks = [()] * members
+        if len(callbacks) != members:
+            raise ArgumentError(f"callbacks must hold one list per member ({members}), got {len(callbacks)}.")
+        out = []
+        for member_cbs in callbacks:
+            for cb in member_cbs:
+                if not isinstance(cb, Callback) or type(cb).on_train_batch_end is not Callback.on_train_batch_end \
+                        or getattr(cb, "runs_last", False):
+                    raise ArgumentError(f"{type(cb).__name__} cannot run in a population: members take Trainer "
+                                        "callbacks with epoch hooks only (no batch hooks, no BackupAndRestore).")
+            out.append([History(), *member_cbs])
+        return out
 
     def _check_states(self, states: Any, members: int) -> None:
         if not isinstance(states, TrainState) or any(np.ndim(leaf) == 0 or np.shape(leaf)[0] != members
@@ -138,10 +181,11 @@ class Population:
             raise ArgumentError(f"The members' states are at different epochs {epochs.tolist()}; a population trains "
                                 "members at the same epoch (their shuffles and step plans are per epoch).")
 
-    def _epoch(self, states, arrays: dict, rows: list, iterators: list, epoch: int):
-        steps = max(it.steps_per_epoch for it in iterators)
+    def _epoch(self, states, arrays: dict, rows: list, iterators: list, epoch: int, active: np.ndarray):
+        steps = max(it.steps_per_epoch for it, on in zip(iterators, active) if on)
         plans = [_epoch_plan(r, it, epoch, steps) for r, it in zip(rows, iterators)]
         index, mask = np.stack([p[0] for p in plans], 1), np.stack([p[1] for p in plans], 1)  # (steps, P, B)
+        mask &= active[None, :, None]  # a stopped member sits every step out
         sums = []
         for step in range(steps):
             batch = {k: jax.tree.map(lambda a: a[index[step]], v) for k, v in arrays.items()}
@@ -186,6 +230,16 @@ class Population:
                      for k in names}
             out.append(finalize(total))
         return out
+
+
+def _replace_member(states: TrainState, i: int, answer: Any) -> TrainState:
+    """``states`` with member ``i`` replaced by the state a callback hook returned (None: unchanged)."""
+    if answer is None:
+        return states
+    if not isinstance(answer, TrainState):
+        raise ArgumentTypeError(f"A callback hook returned {type(answer).__name__}; hooks return None or a "
+                                "TrainState (on_epoch_end: also True to stop).")
+    return jax.tree.map(lambda s, a: s.at[i].set(a), states, answer)
 
 
 def _epoch_plan(rows: np.ndarray, batches: BatchIterator, epoch: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
