@@ -24,9 +24,10 @@ from typing import Any, Callable
 
 import jax
 
-from fluxnet.errors import ArgumentError, ConfigError, TrainingDivergedError
+from fluxnet.errors import ArgumentError, ArgumentTypeError, ConfigError, TrainingDivergedError
 from fluxnet.files import write_atomic
 from fluxnet.metrics import monitor_mode
+from fluxnet.train.state import TrainState
 
 
 class Callback:
@@ -69,6 +70,23 @@ class Callback:
 
     def set_arrays(self, arrays: Any) -> None:
         pass
+
+
+def replacement(answer: Any) -> TrainState | None:
+    """The state a hook returned to replace the current one, or None; anything else is an error."""
+    if answer is not None and not isinstance(answer, TrainState):
+        raise ArgumentTypeError(f"A callback hook returned {type(answer).__name__}; hooks return None or a "
+                                "TrainState (on_epoch_end: also True to stop).")
+    return answer
+
+
+def epoch_end_answer(answer: Any) -> tuple[TrainState | None, bool]:
+    """What ``on_epoch_end`` returned, as ``(replacement state or None, whether to stop)``."""
+    if isinstance(answer, tuple):  # (state, True): replaced and stop
+        return replacement(answer[0]), True
+    if isinstance(answer, TrainState):
+        return answer, False
+    return None, bool(answer)
 
 
 class History(Callback):

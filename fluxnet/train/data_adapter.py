@@ -9,6 +9,7 @@ kinds and ranges, NaN/inf.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Mapping
 
 import jax
@@ -33,6 +34,13 @@ def as_xy(data: Any, what: str) -> tuple[Any, Any]:
 
 def num_rows(tree: Any) -> int:
     return len(jax.tree.leaves(tree)[0])
+
+
+def check_fit_counts(epochs: Any, batch_size: Any) -> None:
+    """``epochs`` an int >= 0 and ``batch_size`` an int >= 1, else an error naming the argument."""
+    for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ArgumentError(f"{name} must be an int >= {low}, got {value!r}.")
 
 
 def class_ids(y: np.ndarray) -> np.ndarray:

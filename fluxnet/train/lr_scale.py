@@ -41,9 +41,8 @@ def set_scale(state: Any, scale: float) -> Any:
 def learning_rate(opt_state: Any) -> float | None:
     """The learning rate the next update uses, as Keras logs it: the optimizer's own rate (injected by
     fluxnet's optimizers and schedules) times the scale; for an opaque optax transform, the scale."""
-    base = optimizers.current_learning_rate(opt_state[0])
-    scale = get_scale(opt_state)
-    return scale if base is None else float(base) * scale
+    base, scale = base_learning_rate(opt_state), get_scale(opt_state)
+    return scale if base is None else base * scale
 
 
 def base_learning_rate(opt_state: Any) -> float | None:

@@ -13,7 +13,6 @@ learning-rate scale (``lr_scale.py``), a traced value: one compiled step serves 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import Any, Sequence
 
 import jax
@@ -23,10 +22,10 @@ import numpy as np
 from fluxnet.data.batching import BatchIterator
 from fluxnet.errors import ArgumentError, ArgumentTypeError
 from fluxnet.train import lr_scale
-from fluxnet.train.callbacks import Callback, History
-from fluxnet.train.data_adapter import as_xy, check_data, num_rows, take
+from fluxnet.train.callbacks import Callback, History, epoch_end_answer, replacement
+from fluxnet.train.data_adapter import as_xy, check_data, check_fit_counts, num_rows, take
 from fluxnet.train.state import TrainState
-from fluxnet.train.steps import finalize, make_eval_step, make_train_step
+from fluxnet.train.steps import finalize, make_eval_step, make_train_step, sum_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,9 +97,7 @@ class Population:
         if not members or not all(isinstance(m, Member) for m in members):
             raise ArgumentTypeError("A population needs a non-empty list of population.Member, got "
                                     f"{[type(m).__name__ for m in members]}.")
-        for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ArgumentError(f"{name} must be an int >= {low}, got {value!r}.")
+        check_fit_counts(epochs, batch_size)
         cbs = self._callbacks(callbacks, len(members))
         x, y = as_xy(data, "fit data")
         if y is None:
@@ -114,8 +111,8 @@ class Population:
             self._check_states(states, len(members))
             # on init's device (no second compilation); a copy: the step donates it, the caller keeps theirs
             states = jax.device_put(jax.tree.map(jnp.copy, states), jax.devices()[0])
-        seeds = [int(np.asarray(s.rng).ravel()[-1]) % (2 ** 31) for s in
-                 (member(jax.device_get(states), i) for i in range(len(members)))]
+        # each member's shuffle seed, derived from its key as Trainer.fit derives it
+        seeds = [int(rng.ravel()[-1]) % (2 ** 31) for rng in np.asarray(jax.device_get(states.rng))]
         iterators = [BatchIterator(np.arange(len(r)), None, min(batch_size, len(r)), seed=seed, drop_remainder=False)
                      for r, seed in zip(rows, seeds)]  # for their shuffles and step counts
         if len({it.batch_size for it in iterators}) > 1:
@@ -141,13 +138,8 @@ class Population:
             for i in np.flatnonzero(active):
                 logs[i]["learning_rate"] = lr_scale.learning_rate(jax.tree.map(lambda a, i=i: a[i], host))
                 for cb in cbs[i]:
-                    answer = cb.on_epoch_end(epoch, logs[i], member(states, i))
-                    if isinstance(answer, tuple):  # (state, True): replaced and stop
-                        answer, active[i] = answer[0], False
-                    if isinstance(answer, TrainState):
-                        states = _replace_member(states, i, answer)
-                    elif answer:
-                        active[i] = False
+                    new, halt = epoch_end_answer(cb.on_epoch_end(epoch, logs[i], member(states, i)))
+                    states, active[i] = _replace_member(states, i, new), active[i] and not halt
         for i, member_cbs in enumerate(cbs):
             for cb in member_cbs:
                 states = _replace_member(states, i, cb.on_train_end(member(states, i)))
@@ -226,19 +218,15 @@ class Population:
         names = self.trainer.objective.log_names()
         out = []
         for i in range(members):
-            total = {k: (sum(np.float64(m[k][0][i]) for m in host), sum(np.float64(m[k][1][i]) for m in host))
-                     for k in names}
-            out.append(finalize(total))
+            logs = finalize(sum_metrics([jax.tree.map(lambda a, i=i: a[i], m) for m in host]))
+            out.append({k: logs[k] for k in names})  # Keras' order (the host copy sorts the keys)
         return out
 
 
 def _replace_member(states: TrainState, i: int, answer: Any) -> TrainState:
     """``states`` with member ``i`` replaced by the state a callback hook returned (None: unchanged)."""
-    if answer is None:
+    if replacement(answer) is None:
         return states
-    if not isinstance(answer, TrainState):
-        raise ArgumentTypeError(f"A callback hook returned {type(answer).__name__}; hooks return None or a "
-                                "TrainState (on_epoch_end: also True to stop).")
     return jax.tree.map(lambda s, a: s.at[i].set(a), states, answer)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fluxnet.train.objective import Objective
@@ -107,6 +108,16 @@ def fuse_steps(step: Callable, n: int):
         return state, total
 
     return fused
+
+
+def sum_metrics(per_step: list) -> dict:
+    """Add up ``{name: (sum, weight)}`` over steps in float64 on the host."""
+    total: dict = {}
+    for metrics in per_step:
+        for name, (s, w) in metrics.items():
+            ts, tw = total.get(name, (0.0, 0.0))
+            total[name] = (ts + np.float64(s), tw + np.float64(w))
+    return total
 
 
 def finalize(sums: Metrics) -> dict[str, float]:

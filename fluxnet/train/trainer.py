@@ -27,13 +27,13 @@ from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError, Training
 from fluxnet.models import Model
 from fluxnet.registry import unknown_name_error
 from fluxnet.train import lr_scale, saving, sharding
-from fluxnet.train.callbacks import Callback, History
-from fluxnet.train.data_adapter import as_xy, check_data, class_ids, num_rows, split_validation
+from fluxnet.train.callbacks import Callback, History, epoch_end_answer, replacement
+from fluxnet.train.data_adapter import as_xy, check_data, check_fit_counts, class_ids, num_rows, split_validation
 from fluxnet.train.epoch_iterator import EpochIterator
 from fluxnet.train.faults import CrashPoint
 from fluxnet.train.objective import Objective
 from fluxnet.train.state import TrainState, create_state
-from fluxnet.train.steps import finalize, fuse_steps, make_eval_step, make_predict_step, make_train_step
+from fluxnet.train.steps import finalize, fuse_steps, make_eval_step, make_predict_step, make_train_step, sum_metrics
 
 PARALLEL = ("sharding", "pmap")
 
@@ -265,13 +265,8 @@ class Trainer:
                 state = state.replace(epoch=sharding.replicate(np.int32(epoch + 1), self.mesh))
                 stop = halted
                 for cb in cbs:
-                    answer = cb.on_epoch_end(epoch, logs, state)
-                    if isinstance(answer, tuple):  # (state, True): replaced and stop
-                        answer, stop = answer[0], True
-                    if isinstance(answer, TrainState):
-                        state = self._replaced(state, answer)
-                    else:
-                        stop = stop or bool(answer)
+                    new, halt = epoch_end_answer(cb.on_epoch_end(epoch, logs, state))
+                    state, stop = self._replaced(state, new), stop or halt
                 if checkpointer is not None and not halted:  # an epoch cut short is no point to resume from
                     save_checkpoint(checkpointer, state, cbs, logs, stopped=stop)
                 if stop:
@@ -283,11 +278,8 @@ class Trainer:
 
     def _replaced(self, state: TrainState, answer: Any) -> TrainState:
         """The state a callback hook returned (on the mesh, owning its buffers), else ``state``."""
-        if answer is None:
+        if replacement(answer) is None:
             return state
-        if not isinstance(answer, TrainState):
-            raise ArgumentTypeError(f"A callback hook returned {type(answer).__name__}; hooks return None or a "
-                                    "TrainState (on_epoch_end: also True to stop).")
         return sharding.replicate(jax.tree.map(jnp.copy, answer), self.mesh)
 
     def final_state(self, state: TrainState, callbacks: Iterable[Callback]) -> TrainState:
@@ -310,10 +302,7 @@ class Trainer:
                     oversample, shuffle, seed) -> tuple[dict, BatchIterator, Any]:
         """The host arrays, the batch iterator and the validation data of a ``fit``, after checking
         every argument."""
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
-            raise ArgumentError(f"epochs must be an int >= 0, got {epochs!r}.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ArgumentError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+        check_fit_counts(epochs, batch_size)
         x, y = as_xy(data, "fit data")
         if y is None:
             raise ArgumentError("fit needs targets: pass (x, y).")
@@ -371,7 +360,7 @@ class Trainer:
                         f"Training stopped by {getattr(reason, 'name', reason)} in epoch {epoch + 1} ({done_text}).",
                         exit_code=128 + int(reason) if isinstance(reason, int) else 1)
             if batch_hooks:  # Keras' batch-level hooks: a device sync per step, only when asked for
-                running = finalize(_sum_metrics(self._host_metrics(sums)))
+                running = finalize(sum_metrics(self._host_metrics(sums)))
                 halted = any([cb.on_train_batch_end(done - 1, running) is True for cb in batch_hooks])
             now = time.perf_counter()
             if verbose == 1 and now - last_print > 0.5:  # the only sync inside an epoch
@@ -383,7 +372,7 @@ class Trainer:
                 break
         if self.parallel == "pmap":
             state = self._unreplicate(state)
-        logs = self._ordered(finalize(_sum_metrics(self._host_metrics(sums))))
+        logs = self._ordered(finalize(sum_metrics(self._host_metrics(sums))))
         bar.set_postfix(_postfix(logs, batches.examples_per_epoch, time.perf_counter() - start))
         bar.close()
         if not halted and not math.isfinite(logs["loss"]):
@@ -422,7 +411,7 @@ class Trainer:
 
     def _evaluate_checked(self, state: TrainState, xy: tuple, batch_size: int, verbose: int) -> dict[str, float]:
         sums = [self.eval_step(state, b) for b in self.batches.padded({"x": xy[0], "y": xy[1]}, batch_size)]
-        logs = self._ordered(finalize(_sum_metrics(_to_host(sums))))
+        logs = self._ordered(finalize(sum_metrics(_to_host(sums))))
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return logs
@@ -472,16 +461,6 @@ def _warn_if_logits_mismatch(output, loss_name: str, loss_fn: Callable) -> None:
 
 def _postfix(logs: dict, images: int, seconds: float) -> dict:
     return {**{k: f"{v:.4f}" for k, v in logs.items()}, "img/s": f"{images / max(seconds, 1e-9):.0f}"}
-
-
-def _sum_metrics(per_step: list) -> dict:
-    """Add up ``{name: (sum, weight)}`` over steps in float64 on the host."""
-    total: dict = {}
-    for metrics in per_step:
-        for name, (s, w) in metrics.items():
-            ts, tw = total.get(name, (0.0, 0.0))
-            total[name] = (ts + np.float64(s), tw + np.float64(w))
-    return total
 
 
 def callback_keys(cbs: Iterable[Callback]) -> list[str]:
