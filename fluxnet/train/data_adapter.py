@@ -98,16 +98,23 @@ def check_targets(objective: Objective, model, y: Any, rows: int, split: str) ->
     flat = objective.flat(y)
     for i, (name, t, loss, out) in enumerate(zip(objective.names, flat, objective.loss_names, model.outputs)):
         label = f"targets of output {name!r}" if objective.multi else "targets"
-        if not (np.issubdtype(t.dtype, np.number) or t.dtype == bool):
-            raise DataError(f"The {split} {label} must be numbers, got dtype {t.dtype} (e.g. {t.ravel()[:1]}); "
-                            "map class names to integer ids first.")
+        _check_numbers(t, label, split)
         if t.ndim == 0 or len(t) != rows:
             raise DataError(f"The {split} data has {rows} inputs but {len(t) if t.ndim else 0} {label}.")
         if loss in SPARSE_LOSSES:
-            ids = class_id_labels(t.reshape(len(t)) if t.ndim == 2 and t.shape[1] == 1 else t, split)
-            check_labels(ids, out.shape[-1], split=split)
-            flat[i] = ids
+            flat[i] = check_labels(_sparse_ids(t, split), out.shape[-1], split=split)
     return flat[0] if not objective.multi else flat
+
+
+def _check_numbers(t: np.ndarray, label: str, split: str) -> None:
+    if not (np.issubdtype(t.dtype, np.number) or t.dtype == bool):
+        raise DataError(f"The {split} {label} must be numbers, got dtype {t.dtype} (e.g. {t.ravel()[:1]}); "
+                        "map class names to integer ids first.")
+
+
+def _sparse_ids(t: np.ndarray, split: str) -> np.ndarray:
+    """Class ids of sparse targets, ``(n,)`` or ``(n, 1)``, as integers."""
+    return class_id_labels(t.reshape(len(t)) if t.ndim == 2 and t.shape[1] == 1 else t, split)
 
 
 def check_data(objective: Objective, model, x: Any, y: Any, split: str) -> tuple[Any, Any]:
@@ -115,9 +122,8 @@ def check_data(objective: Objective, model, x: Any, y: Any, split: str) -> tuple
     if (len(model.inputs) == 1 and not objective.multi and y is not None and objective.loss_names[0] in SPARSE_LOSSES
             and not isinstance(x, Mapping) and not isinstance(y, Mapping)):
         x, t = np.asarray(x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x), np.asarray(y)
-        if not (np.issubdtype(t.dtype, np.number) or t.dtype == bool):
-            check_targets(objective, model, t, len(t), split)  # the dtype error
-        t = class_id_labels(t.reshape(len(t)) if t.ndim == 2 and t.shape[1] == 1 else t, split)
+        _check_numbers(t, "targets", split)
+        t = _sparse_ids(t, split)
         validate(x, t, model.outputs[0].shape[-1], model.inputs[0].shape[1:], split=split)
         return x, t
     x = check_inputs(model, x, split)

@@ -316,13 +316,16 @@ class Trainer:
         weights = self._batch_weights(y, class_weight, sample_weight)
         if weights is not None:
             arrays["weight"] = weights
-        batches = BatchIterator(np.arange(num_rows(x)), class_ids(y) if oversample else None, batch_size,
-                                shuffle=shuffle, seed=seed, drop_remainder=False, oversample=oversample)
-        devices = self.mesh.devices.size
+        labels = class_ids(y) if oversample else None
+
+        def batches_of(size: int) -> BatchIterator:
+            return BatchIterator(np.arange(num_rows(x)), labels, size, shuffle=shuffle, seed=seed,
+                                 drop_remainder=False, oversample=oversample)
+
+        batches = batches_of(batch_size)
         if batches.examples_per_epoch < batch_size:  # fewer examples than a batch: one smaller batch (Keras)
-            batches = BatchIterator(np.arange(num_rows(x)), class_ids(y) if oversample else None,
-                                    -(-batches.examples_per_epoch // devices) * devices, shuffle=shuffle, seed=seed,
-                                    drop_remainder=False, oversample=oversample)
+            devices = self.mesh.devices.size
+            batches = batches_of(-(-batches.examples_per_epoch // devices) * devices)
         if validation_data is not None:
             vx, vy = as_xy(validation_data, "validation_data")
             if vy is None:
