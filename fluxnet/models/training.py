@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from fluxnet.errors import ArgumentError, ArgumentTypeError
-from fluxnet.layers.variable_order import VARIABLE_ORDERS
+from fluxnet.layers.variable_order import keras_variables
 
 if TYPE_CHECKING:
     from fluxnet.train.callbacks import History
@@ -199,24 +199,10 @@ class KerasMethods:
     # ------------------------------------------------------------------------------------ weights
     def _weight_slots(self) -> list[tuple[str, tuple[str, ...], str]]:
         """``(collection, path, variable)`` of every variable in Keras' ``model.weights`` order: layer
-        by layer (nested models recursively), each layer's own variables in Keras' creation order."""
-        abstract = self.abstract_variables()
-        slots = []
-
-        def walk(model, prefix: tuple[str, ...]) -> None:
-            for layer in model.layers:
-                if isinstance(layer, KerasMethods):
-                    walk(layer, (*prefix, layer.name))
-                    continue
-                present = {v: c for c, sub in abstract.items() for v in _at(sub, (*prefix, layer.name)) or {}}
-                if not present:
-                    continue
-                order = VARIABLE_ORDERS.get(type(layer).__name__) if type(layer).__name__ in VARIABLE_ORDERS \
-                    else tuple(sorted(present))
-                slots.extend((present[v], (*prefix, layer.name), v) for v in order if v in present)
-
-        walk(self, ())
-        return slots
+        by layer (nested models recursively), each layer's own variables in Keras' creation order
+        (sorted by name for a class whose order is not known)."""
+        return [(entry.collections[v], entry.names, v) for entry in keras_variables(self)
+                for v in (entry.order or sorted(entry.collections)) if v in entry.collections]
 
     def get_weights(self) -> list[np.ndarray]:
         """Every variable as numpy, in Keras' ``model.get_weights()`` order."""

@@ -19,6 +19,7 @@ listed in one CheckpointError (a ValueError); nothing is dropped, padded or resh
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import zipfile
@@ -30,8 +31,8 @@ import ml_dtypes
 import numpy as np
 
 from fluxnet.errors import CheckpointError, NotFoundError
-from fluxnet.layers.base import format_shape, to_snake_case
-from fluxnet.layers.variable_order import VARIABLE_ORDERS
+from fluxnet.layers.base import format_shape
+from fluxnet.layers.variable_order import keras_variables
 from fluxnet.models.functional import Model
 
 _HOW_TO_CONVERT = ("With Keras 3 installed: `m = <the same Keras model>; m.load_weights(OLD_FILE); "
@@ -46,18 +47,6 @@ class _Slot(NamedTuple):
     path: str  # e.g. "layers/conv2d_3/vars/1"
     shape: tuple
     dtype: np.dtype
-
-
-def keras_layer_keys(model: Model) -> dict[str, str]:
-    """``{fluxnet layer name: Keras weights-file key}`` (``conv2d``, ``conv2d_1``, ...) for every layer."""
-    counters: dict[str, int] = {}
-    keys = {}
-    for layer in model.layers:  # Keras' order, which its weights files follow
-        kind = type(layer).__name__
-        base = to_snake_case("Functional" if isinstance(layer, Model) and kind == "Model" else kind)
-        count = counters[base] = counters.get(base, -1) + 1
-        keys[layer.name] = base if count == 0 else f"{base}_{count}"
-    return keys
 
 
 @contextlib.contextmanager
@@ -92,48 +81,35 @@ def _open(path: str | os.PathLike) -> Iterator[h5py.File]:
         yield file
 
 
-def _layer_slots(model: Model, abstract: dict, prefix: str, outer: tuple[str, ...],
-                 problems: list[str]) -> list[_Slot]:
-    """The slots of ``model``'s variables (``abstract``) under the file group ``prefix``; a nested
-    model's layers under ``<its key>/layers/``, as Keras saves them."""
-    per_layer: dict[str, dict[str, str]] = {}  # layer name -> {variable: collection}
-    for collection, sub in abstract.items():
-        for layer_name, values in sub.items():
-            for variable in values:
-                per_layer.setdefault(layer_name, {})[variable] = collection
-    keys = keras_layer_keys(model)
+def _layer_slots(model: Model, problems: list[str]) -> list[_Slot]:
+    """The slots of ``model``'s variables; a nested model's layers under ``<its key>/layers/``, as
+    Keras saves them."""
+    abstract = model.abstract_variables()
     slots = []
-    for layer in model.layers:
-        variables, cls = per_layer.get(layer.name), type(layer).__name__
-        if not variables:
-            continue
-        if isinstance(layer, Model):
-            inner = {c: sub[layer.name] for c, sub in abstract.items() if layer.name in sub}
-            slots += _layer_slots(layer, inner, f"{prefix}{keys[layer.name]}/layers/", (*outer, layer.name),
-                                  problems)
-            continue
-        label = "/".join((*outer, layer.name))
-        if cls not in VARIABLE_ORDERS:
+    for entry in keras_variables(model):
+        label, cls = "/".join(entry.names), type(entry.layer).__name__
+        if entry.order is None:
             problems.append(f"layer {label!r}: no Keras variable order is known for class {cls}; register "
                             "it in fluxnet.layers.variable_order.VARIABLE_ORDERS")
             continue
-        order = VARIABLE_ORDERS.get(cls)
-        unknown = sorted(set(variables) - set(order))
+        unknown = sorted(set(entry.collections) - set(entry.order))
         if unknown:
-            problems.append(f"layer {label!r}: variables {unknown} are not in Keras' order {list(order)} "
+            problems.append(f"layer {label!r}: variables {unknown} are not in Keras' order {list(entry.order)} "
                             f"for {cls}")
             continue
-        for index, variable in enumerate(v for v in order if v in variables):
-            leaf = abstract[variables[variable]][layer.name][variable]
-            slots.append(_Slot(variables[variable], (*outer, layer.name), variable,
-                               f"{prefix}{keys[layer.name]}/vars/{index}", tuple(leaf.shape), leaf.dtype))
+        group = "layers/" + "/layers/".join(entry.keys)
+        for index, variable in enumerate(v for v in entry.order if v in entry.collections):
+            collection = entry.collections[variable]
+            leaf = functools.reduce(dict.__getitem__, (*entry.names, variable), abstract[collection])
+            slots.append(_Slot(collection, entry.names, variable, f"{group}/vars/{index}", tuple(leaf.shape),
+                               leaf.dtype))
     return slots
 
 
 def _plan(model: Model, file: h5py.File, source: str) -> list[_Slot]:
     """Which file entry feeds each model variable; one CheckpointError listing every problem."""
     problems: list[str] = []
-    slots = _layer_slots(model, model.abstract_variables(), "layers/", (), problems)
+    slots = _layer_slots(model, problems)
 
     stored: dict[str, h5py.Dataset] = {}
     file["layers"].visititems(
