@@ -257,14 +257,16 @@ def get(name_or_transform: str | optax.GradientTransformation, learning_rate: Le
     if weight_decay is not None or spec.weight_decay is not None:  # Keras' AdamW rejects None
         _check_number(owner, "weight_decay", weight_decay)
 
-    def factory(learning_rate):
+    def factory(learning_rate, weight_decay=None):
         steps = [*clipping, spec.direction(learning_rate, **kwargs)]
-        if weight_decay:
+        if weight_decay is not None:
             steps.append(optax.add_decayed_weights(-learning_rate * weight_decay,
                                                    mask=weight_decay_mask))
         return optax.chain(*steps)
 
-    return optax.inject_hyperparams(factory)(learning_rate=lr)
+    # both injected: a state's value, so one compiled step serves members with other values (populations)
+    decay = {"weight_decay": weight_decay} if weight_decay else {}
+    return optax.inject_hyperparams(factory)(learning_rate=lr, **decay)
 
 
 def default_learning_rate(name: str) -> float:
@@ -384,6 +386,26 @@ def build_optimizer(cfg: Mapping[str, Any], *, total_steps: int) -> optax.Gradie
     _check_number(f"optimizer {name!r}", "learning_rate", lr)  # the base value of any schedule, too
     schedule = make_schedule(args.pop("schedule", None), lr, total_steps=total_steps)
     return get(name, learning_rate=schedule, **args)
+
+
+def set_hyperparameter(opt_state: Any, name: str, value: float) -> Any:
+    """``opt_state`` with the injected hyperparameter ``name`` (e.g. ``weight_decay``) set to ``value``
+    wherever it is injected (every parameter group); an optimizer without it is an ArgumentError."""
+    states = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)
+    found = []
+
+    def put(leaf):
+        if isinstance(leaf, states) and name in leaf.hyperparams:
+            found.append(leaf)
+            old = leaf.hyperparams[name]
+            return leaf._replace(hyperparams={**leaf.hyperparams, name: jnp.asarray(value, jnp.asarray(old).dtype)})
+        return leaf
+
+    out = jax.tree.map(put, opt_state, is_leaf=lambda x: isinstance(x, states))
+    if not found:
+        raise ArgumentError(f"The optimizer has no injected {name!r} to set (set optimizer.{name} to a non-zero "
+                            "value in the config it is built from).")
+    return out
 
 
 def current_learning_rate(opt_state: Any) -> jax.Array | None:

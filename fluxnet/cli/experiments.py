@@ -6,7 +6,7 @@
     fluxnet tune  CONFIG [key=value ...] [--space K=SPEC ...] [--workdir DIR] --trials N [--storage URL]
                   [--study NAME] [--sampler tpe|random|cmaes|grid] [--pruner hyperband|median|none]
                   [--metric NAME] [--direction maximize|minimize] [--seed S] [--cv K]
-    fluxnet cv    CONFIG [key=value ...] [--workdir DIR] --folds K
+    fluxnet cv    CONFIG [key=value ...] [--workdir DIR] --folds K [--population P]
 """
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ def add_parsers(sub) -> None:
     add_config(c)
     c.add_argument("--workdir", default=None, help="default: runs/<config stem>-cv")
     c.add_argument("--folds", type=int, required=True)
+    c.add_argument("--population", type=int, default=None, metavar="P",
+                   help="folds trained together as one vmapped program, P at a time (1: one after another; "
+                        "default: all where they fit in memory and it is measured faster)")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(run=run_cv, suffix="-cv")
 
@@ -88,5 +91,6 @@ def run_tune(args) -> None:
 def run_cv(args) -> None:
     config, workdir = _setup(args)
     with StopSignals() as stop:
-        result = tune.cross_validate(config, workdir, args.folds, verbose=0 if args.quiet else 1, should_stop=stop)
+        result = tune.cross_validate(config, workdir, args.folds, verbose=0 if args.quiet else 1, should_stop=stop,
+                                     population=args.population)
     print(json.dumps({"mean": result["mean"], "std": result["std"]}))

@@ -28,7 +28,7 @@ from fluxnet.runs.config import save_config, to_json
 from fluxnet.runs.lock import RunLock
 from fluxnet.runs.schema import check_run_config
 from fluxnet.runs.workdir import (CHECKPOINT_DIR, CONFIG_FILE, DAMAGED_DIR, MODEL_FILE, check_workdir,
-                                  open_checkpoints, restore, restore_newest)
+                                  open_checkpoints, restore, restore_newest, restore_step)
 from fluxnet.train import Callback, History, Trainer
 from fluxnet.train.faults import CrashPoint
 from fluxnet.train.state import TrainState
@@ -84,28 +84,11 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
     with lock or RunLock(workdir) as lock:
         lock.acquire()
         notes = check_workdir(config, workdir)  # again, now that no other process can change the workdir
-        resume = None
-        if (workdir / CHECKPOINT_DIR).is_dir():
-            reader = open_checkpoints(config, workdir)
-            try:
-                found = restore_newest(reader, lambda step: restore(trainer, reader, step),
-                                       set_aside=workdir / DAMAGED_DIR)
-            finally:
-                reader.close()
-            if found is not None:
-                state, resume = found
-                _check_resumable(workdir, resume, model, fingerprint)
-                if verbose:
-                    print(f"Resuming {workdir} from epoch {int(state.epoch)}.")
+        found = restore_run(config, trainer, model, workdir, fingerprint, verbose)
+        state, resume = found or (state, None)
         for note in notes:
             print(note, file=sys.stderr)
-        checkpointer = open_checkpoints(config, workdir, read_only=False, crash_at=crash_at,
-                                        meta={"model_config": model.get_config(), "config": to_json(config),
-                                              "data_fingerprint": fingerprint})
-        save_config(config, workdir / CONFIG_FILE)
-        write_atomic(workdir / MODEL_FILE, json.dumps(model.get_config(), indent=1))
-        run_callbacks = build_callbacks(config, workdir)
-        run_callbacks[0].truncate(int(state.epoch))  # metrics.jsonl: records after the checkpoint are redone
+        checkpointer, run_callbacks = open_run(config, workdir, model, fingerprint, int(state.epoch), crash_at)
         remaining = 0 if (resume or {}).get("stopped") else max(0, config.train.epochs - int(state.epoch))
         try:
             state, history = trainer.fit(state, train, epochs=remaining, verbose=verbose,
@@ -113,13 +96,57 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
                                          seed=config.seed, checkpointer=checkpointer, resume=resume,
                                          crash_at=crash_at, should_stop=should_stop, **fit_args)
         except TrainingInterrupted as err:
-            saved = (f"{workdir} is saved at epoch {latest}: run the same command to resume."
-                     if (latest := checkpointer.latest_step()) else "Nothing was saved yet.")
-            raise TrainingInterrupted(f"{err} {saved}", exit_code=err.exit_code) from None
+            raise interrupted_note(err, [(workdir, checkpointer)]) from None
         finally:
             checkpointer.close()
     scores = trainer.evaluate(state, validation, batch_size=256) if validation is not None else {}
     return FitResult(trainer, state, history, {f"val_{k}": v for k, v in scores.items()})
+
+
+def restore_run(config: ConfigDict, trainer: Trainer, model: Model, workdir: Path, fingerprint: str,
+                verbose: int, step: int | None = None) -> tuple[TrainState, dict] | None:
+    """``(state, meta)`` of the workdir's newest checkpoint that restores (``step``: that one), checked
+    to be of this architecture and data; None without one. Damaged checkpoints are set aside."""
+    if not (workdir / CHECKPOINT_DIR).is_dir():
+        return None
+    reader = open_checkpoints(config, workdir)
+    try:
+        if step is not None and step not in reader.all_steps():
+            return None
+        read = lambda s: restore(trainer, reader, s)  # noqa: E731
+        found = (restore_newest(reader, read, set_aside=workdir / DAMAGED_DIR) if step is None
+                 else restore_step(reader, read, step, set_aside=workdir / DAMAGED_DIR))
+    finally:
+        reader.close()
+    if found is not None:
+        _check_resumable(workdir, found[1], model, fingerprint)
+        if verbose:
+            print(f"Resuming {workdir} from epoch {int(found[0].epoch)}.")
+    return found
+
+
+def open_run(config: ConfigDict, workdir: Path, model: Model, fingerprint: str, epoch: int,
+             crash_at: CrashPoint | None = None) -> tuple[Any, list[Callback]]:
+    """Write the run's ``config.json`` and ``model.json`` and open what training writes: its
+    checkpointer and callbacks. ``epoch`` is the epoch it resumes from: checkpoints and ``metrics.jsonl``
+    records after it are removed (they are redone, identically)."""
+    checkpointer = open_checkpoints(config, workdir, read_only=False, crash_at=crash_at,
+                                    meta={"model_config": model.get_config(), "config": to_json(config),
+                                          "data_fingerprint": fingerprint})
+    checkpointer.delete_after(epoch)
+    save_config(config, workdir / CONFIG_FILE)
+    write_atomic(workdir / MODEL_FILE, json.dumps(model.get_config(), indent=1))
+    run_callbacks = build_callbacks(config, workdir)
+    run_callbacks[0].truncate(epoch)  # metrics.jsonl: records after the checkpoint are redone
+    return checkpointer, run_callbacks
+
+
+def interrupted_note(err: TrainingInterrupted, runs: Sequence[tuple[Path, Any]]) -> TrainingInterrupted:
+    """``err`` with what each ``(workdir, checkpointer)`` saved, and how to resume."""
+    saved = [f"{workdir} is saved at epoch {latest}" for workdir, checkpointer in runs
+             if (latest := checkpointer.latest_step())]
+    text = f"{'; '.join(saved)}: run the same command to resume." if saved else "Nothing was saved yet."
+    return TrainingInterrupted(f"{err} {text}", exit_code=err.exit_code)
 
 
 def _check_resumable(workdir: Path, meta: Mapping, model: Model, fingerprint: str) -> None:

@@ -13,7 +13,9 @@ learning-rate scale (``lr_scale.py``), a traced value: one compiled step serves 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+import math
+import time
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,7 @@ from fluxnet.train import lr_scale
 from fluxnet.train.callbacks import Callback, History, epoch_end_answer, replacement
 from fluxnet.train.data_adapter import as_xy, check_data, check_fit_counts, num_rows, take
 from fluxnet.train.state import TrainState
+from fluxnet.train.trainer import diverged, interrupted, restore_callbacks, save_checkpoint
 from fluxnet.train.steps import finalize, make_eval_step, make_train_step, sum_metrics
 
 
@@ -39,6 +42,16 @@ class Member:
     train_rows: Any = None
     validation_rows: Any = None
     learning_rate: float | None = None
+    shuffle_seed: int | None = None  # Trainer.fit's ``seed``; None: derived from the member's key, as there
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+    """``Population.step_cost``: seconds to compile and to run one step, and the bytes it needs."""
+
+    compile_seconds: float
+    step_seconds: float
+    memory_bytes: int
 
 
 def stack(states: Sequence[TrainState]) -> TrainState:
@@ -72,33 +85,72 @@ class Population:
         self.train_step = jax.jit(jax.vmap(member_step), donate_argnums=0)
         self.eval_step = jax.jit(jax.vmap(make_eval_step(trainer.model, trainer.objective)))
 
+    def init_one(self, m: Member) -> TrainState:
+        """Member ``m``'s state alone: ``trainer.init(key(seed))`` with its learning rate."""
+        state = jax.device_get(self.trainer.init(jax.random.key(m.seed)))
+        if m.learning_rate is not None:
+            state = lr_scale.set_learning_rate(state, float(m.learning_rate), f"member (seed {m.seed})")
+        return state
+
     def init(self, members: Sequence[Member]) -> TrainState:
         """The stacked states: member ``i`` is ``trainer.init(key(seed_i))`` with its learning rate."""
-        states = []
-        for m in members:
-            state = jax.device_get(self.trainer.init(jax.random.key(m.seed)))
-            if m.learning_rate is not None:
-                state = lr_scale.set_learning_rate(state, float(m.learning_rate), f"member (seed {m.seed})")
-            states.append(state)
-        return jax.device_put(stack(states), jax.devices()[0])
+        return jax.device_put(stack([self.init_one(m) for m in members]), jax.devices()[0])
+
+    def step_cost(self, members: int, data: Any, batch_size: int, steps: int = 3) -> StepCost:
+        """What one training step of ``members`` members on batches of ``data`` costs: its compile time,
+        its measured time (the median of ``steps`` steps after a warm-up) and the device memory its
+        compiled program needs (XLA's memory analysis: arguments, outputs and temporaries). The
+        program stays compiled, so a ``fit`` of that many members starts without compiling it."""
+        x, y = as_xy(data, "data")
+        x, y = check_data(self.trainer.objective, self.trainer.model, x, y, "train")
+        n = num_rows(x)
+        index = np.resize(np.arange(n), (members, batch_size))
+        batch = {"x": take(x, index), "y": take(y, index), "mask": np.ones((members, batch_size), bool)}
+        states = self.init([Member(seed=i) for i in range(members)])
+        start = time.perf_counter()
+        compiled = self.train_step.lower(states, batch).compile()
+        compile_seconds = time.perf_counter() - start
+        memory = compiled.memory_analysis()
+        needed = (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+                  - memory.alias_size_in_bytes) if memory is not None else 0
+        times = []
+        for _ in range(steps + 1):
+            start = time.perf_counter()
+            states, metrics = self.train_step(states, batch)
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - start)
+        return StepCost(compile_seconds, float(np.median(times[1:])), int(needed))
 
     def fit(self, members: Sequence[Member], data: Any, epochs: int = 1, batch_size: int = 32, *,
             validation_data: Any = None, states: TrainState | None = None,
-            callbacks: Sequence[Sequence[Callback]] | None = None) -> tuple[TrainState, list[History]]:
+            callbacks: Sequence[Sequence[Callback]] | None = None, stopped: Sequence[bool] | None = None,
+            checkpointers: Sequence[Any] | None = None, resume: Sequence[Mapping | None] | None = None,
+            should_stop: Callable[[int], Any] | None = None) -> tuple[TrainState, list[History]]:
         """Train every member ``epochs`` more epochs (``states``: a previous result, else ``init``).
         ``validation_data`` is shared by all members; a member's ``validation_rows`` validate it on its
         own rows of ``data`` instead. ``callbacks[i]`` are member ``i``'s Trainer callbacks, called with
         its own logs and state as ``Trainer.fit`` calls them: one that stops training (EarlyStopping, a
         pruner) masks that member out of the remaining steps while the others go on; a returned state
-        (a learning-rate callback, restored best weights) replaces the member's. Returns the stacked
-        states and one ``History`` per member. (A population continues, with ``states``, only while its
-        members are at one epoch.)"""
+        (a learning-rate callback, restored best weights) replaces the member's. A member whose epoch
+        loss is not finite stops too, unsaved, its error in ``self.failures[i]``. Returns the stacked
+        states and one ``History`` per member.
+
+        As ``Trainer.fit``: ``checkpointers[i]`` saves member ``i`` after each of its epochs (its state,
+        its callbacks' states, whether it stopped), ``resume[i]`` is the meta its checkpoint was restored
+        with, ``should_stop(step)`` ends training at once with ``TrainingInterrupted`` (the epoch under
+        way unsaved). ``stopped[i]``: the member finished before (a restored early stop); it stays in
+        the program, masked, so the others compute exactly what they computed with it. A population
+        continues, with ``states``, only while its unstopped members are at one epoch."""
         members = list(members)
         if not members or not all(isinstance(m, Member) for m in members):
             raise ArgumentTypeError("A population needs a non-empty list of population.Member, got "
                                     f"{[type(m).__name__ for m in members]}.")
         check_fit_counts(epochs, batch_size)
-        cbs = self._callbacks(callbacks, len(members))
+        p = len(members)
+        cbs = self._callbacks(callbacks, p)
+        active = ~np.asarray(_per_member(stopped, p, "stopped", False), bool)
+        checkpointers = _per_member(checkpointers, p, "checkpointers", None)
+        resume = _per_member(resume, p, "resume", None)
         x, y = as_xy(data, "fit data")
         if y is None:
             raise ArgumentError("fit needs targets: pass (x, y).")
@@ -108,42 +160,64 @@ class Population:
         if states is None:
             states = self.init(members)
         else:
-            self._check_states(states, len(members))
+            self._check_states(states, active)
             # on init's device (no second compilation); a copy: the step donates it, the caller keeps theirs
             states = jax.device_put(jax.tree.map(jnp.copy, states), jax.devices()[0])
         # each member's shuffle seed, derived from its key as Trainer.fit derives it
-        seeds = [int(rng.ravel()[-1]) % (2 ** 31) for rng in np.asarray(jax.device_get(states.rng))]
+        seeds = [int(rng.ravel()[-1]) % (2 ** 31) if m.shuffle_seed is None else m.shuffle_seed
+                 for m, rng in zip(members, np.asarray(jax.device_get(states.rng)))]
         iterators = [BatchIterator(np.arange(len(r)), None, min(batch_size, len(r)), seed=seed, drop_remainder=False)
                      for r, seed in zip(rows, seeds)]  # for their shuffles and step counts
         if len({it.batch_size for it in iterators}) > 1:
             raise ArgumentError("Every member needs at least batch_size training rows (the batches are stacked).")
         validation = self._validation(members, x, y, validation_data, n)
+        view = _View(states)
         for i, member_cbs in enumerate(cbs):
             for cb in member_cbs:
-                states = _replace_member(states, i, cb.on_train_begin(self.trainer, member(states, i)))
-        active = np.ones(len(members), bool)
-        start = int(np.asarray(states.epoch).max())
-        for epoch in range(start, start + epochs):
-            if not active.any():
-                break
-            for i in np.flatnonzero(active):
-                for cb in cbs[i]:
-                    states = _replace_member(states, i, cb.on_epoch_begin(epoch, member(states, i)))
-            states, logs = self._epoch(states, {"x": x, "y": y}, rows, iterators, epoch, active)
-            if validation is not None:
-                for i, val in enumerate(self._evaluate(states, *validation, batch_size)):
-                    logs[i].update({f"val_{k}": v for k, v in val.items()})
-            host = jax.device_get(states.opt_state)
-            states = states.replace(epoch=jnp.where(active, epoch + 1, states.epoch))
-            for i in np.flatnonzero(active):
-                logs[i]["learning_rate"] = lr_scale.learning_rate(jax.tree.map(lambda a, i=i: a[i], host))
-                for cb in cbs[i]:
-                    new, halt = epoch_end_answer(cb.on_epoch_end(epoch, logs[i], member(states, i)))
-                    states, active[i] = _replace_member(states, i, new), active[i] and not halt
+                view.replace(i, cb.on_train_begin(self.trainer, view.member(i)))
+            if resume[i] is not None:
+                restore_callbacks(member_cbs, resume[i])
+        self.failures: dict[int, Exception] = {}
+        epoch_of = np.asarray(jax.device_get(view.states.epoch))
+        start = int(epoch_of[active].max()) if active.any() else 0
+        done = int(np.asarray(jax.device_get(view.states.step)).max())  # should_stop's step count
+        try:
+            for epoch in range(start, start + epochs):
+                if not active.any():
+                    break
+                for i in np.flatnonzero(active):
+                    for cb in cbs[i]:
+                        view.replace(i, cb.on_epoch_begin(epoch, view.member(i)))
+                states, logs, done = self._epoch(view.states, {"x": x, "y": y}, rows, iterators, epoch, active,
+                                                 should_stop, done)
+                for i in np.flatnonzero(active):
+                    if not math.isfinite(logs[i]["loss"]):
+                        self.failures[i] = diverged(logs[i]["loss"], epoch, int(states.step[i]))
+                        active[i] = False
+                if validation is not None:
+                    for i, val in enumerate(self._evaluate(states, *validation, batch_size)):
+                        logs[i].update({f"val_{k}": v for k, v in val.items()})
+                view.set(states.replace(epoch=jnp.where(active, epoch + 1, states.epoch)))
+                for i in np.flatnonzero(active):
+                    logs[i]["learning_rate"] = lr_scale.learning_rate(view.member(i).opt_state)
+                    halted = False
+                    for cb in cbs[i]:
+                        new, halt = epoch_end_answer(cb.on_epoch_end(epoch, logs[i], view.member(i)))
+                        view.replace(i, new)
+                        halted = halted or halt
+                    if checkpointers[i] is not None:
+                        save_checkpoint(checkpointers[i], view.member(i), cbs[i], logs[i], stopped=halted)
+                    active[i] = not halted
+        finally:  # also on a failure: every member's last good checkpoint must be complete
+            for checkpointer in checkpointers:
+                if checkpointer is not None:
+                    checkpointer.wait()
         for i, member_cbs in enumerate(cbs):
+            if i in self.failures:
+                continue
             for cb in member_cbs:
-                states = _replace_member(states, i, cb.on_train_end(member(states, i)))
-        return states, [member_cbs[0] for member_cbs in cbs]
+                view.replace(i, cb.on_train_end(view.member(i)))
+        return view.states, [member_cbs[0] for member_cbs in cbs]
 
     @staticmethod
     def _callbacks(callbacks: Sequence[Sequence[Callback]] | None, members: int) -> list[list[Callback]]:
@@ -163,17 +237,19 @@ class Population:
             out.append([History(), *member_cbs])
         return out
 
-    def _check_states(self, states: Any, members: int) -> None:
+    def _check_states(self, states: Any, active: np.ndarray) -> None:
+        members = len(active)
         if not isinstance(states, TrainState) or any(np.ndim(leaf) == 0 or np.shape(leaf)[0] != members
                                                      for leaf in jax.tree.leaves(states)):
             raise ArgumentError(f"states must be the stacked states of {members} members (population.stack of "
                                 "TrainStates, or a previous Population.fit's result).")
-        epochs = np.unique(np.asarray(jax.device_get(states.epoch)))
+        epochs = np.unique(np.asarray(jax.device_get(states.epoch))[active])
         if epochs.size > 1:
             raise ArgumentError(f"The members' states are at different epochs {epochs.tolist()}; a population trains "
                                 "members at the same epoch (their shuffles and step plans are per epoch).")
 
-    def _epoch(self, states, arrays: dict, rows: list, iterators: list, epoch: int, active: np.ndarray):
+    def _epoch(self, states, arrays: dict, rows: list, iterators: list, epoch: int, active: np.ndarray,
+               should_stop: Callable[[int], Any] | None, done: int):
         steps = max(it.steps_per_epoch for it, on in zip(iterators, active) if on)
         plans = [_epoch_plan(r, it, epoch, steps) for r, it in zip(rows, iterators)]
         index, mask = np.stack([p[0] for p in plans], 1), np.stack([p[1] for p in plans], 1)  # (steps, P, B)
@@ -184,7 +260,9 @@ class Population:
             batch["mask"] = mask[step]
             states, metrics = self.train_step(states, batch)
             sums.append(metrics)
-        return states, self._per_member(sums, len(rows))
+            if should_stop is not None and (reason := should_stop(done + step + 1)):
+                raise interrupted(reason, epoch)
+        return states, self._per_member(sums, len(rows)), done + steps
 
     def _validation(self, members, x, y, validation_data, n):
         """``(x, y, rows per member)`` of the validation: each member's own rows of the training
@@ -223,11 +301,25 @@ class Population:
         return out
 
 
-def _replace_member(states: TrainState, i: int, answer: Any) -> TrainState:
-    """``states`` with member ``i`` replaced by the state a callback hook returned (None: unchanged)."""
-    if replacement(answer) is None:
-        return states
-    return jax.tree.map(lambda s, a: s.at[i].set(a), states, answer)
+class _View:
+    """The stacked states on the device, each member's state read from one host copy of them (a
+    device slice per leaf, member and hook would dispatch thousands of small ops an epoch)."""
+
+    def __init__(self, states: TrainState):
+        self.states, self._host = states, None
+
+    def member(self, i: int) -> TrainState:
+        if self._host is None:
+            self._host = jax.device_get(self.states)
+        return jax.tree.map(lambda leaf: leaf[i], self._host)
+
+    def set(self, states: TrainState) -> None:
+        self.states, self._host = states, None
+
+    def replace(self, i: int, answer: Any) -> None:
+        """Member ``i`` replaced by the state a callback hook returned (None: unchanged)."""
+        if replacement(answer) is not None:
+            self.set(jax.tree.map(lambda s, a: s.at[i].set(a), self.states, answer))
 
 
 def _epoch_plan(rows: np.ndarray, batches: BatchIterator, epoch: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -241,6 +333,15 @@ def _epoch_plan(rows: np.ndarray, batches: BatchIterator, epoch: int, steps: int
     if rest:
         index[full], mask[full, :rest] = np.resize(order[full * size:], size), True
     return index, mask
+
+
+def _per_member(values: Sequence | None, members: int, what: str, default: Any) -> list:
+    """One value per member (``default`` for each when None), checked for length."""
+    if values is None:
+        return [default] * members
+    if len(values) != members:
+        raise ArgumentError(f"{what} must hold one entry per member ({members}), got {len(values)}.")
+    return list(values)
 
 
 def _rows(indices: Any, n: int, what: str) -> np.ndarray:

@@ -358,10 +358,7 @@ class Trainer:
                 reason = should_stop(first_step + done)
                 if reason:
                     bar.close()
-                    done_text = f"epoch {epoch} was the last one completed" if epoch else "no epoch was completed"
-                    raise TrainingInterrupted(
-                        f"Training stopped by {getattr(reason, 'name', reason)} in epoch {epoch + 1} ({done_text}).",
-                        exit_code=128 + int(reason) if isinstance(reason, int) else 1)
+                    raise interrupted(reason, epoch)
             if batch_hooks:  # Keras' batch-level hooks: a device sync per step, only when asked for
                 running = finalize(sum_metrics(self._host_metrics(sums)))
                 halted = any([cb.on_train_batch_end(done - 1, running) is True for cb in batch_hooks])
@@ -379,10 +376,7 @@ class Trainer:
         bar.set_postfix(_postfix(logs, batches.examples_per_epoch, time.perf_counter() - start))
         bar.close()
         if not halted and not math.isfinite(logs["loss"]):
-            raise TrainingDivergedError(
-                f"The training loss became {logs['loss']} in epoch {epoch + 1} (step {int(state.step)}); "
-                "training stopped and this epoch was not saved, so the last checkpoint is the last good "
-                "state. Lower the learning rate, clip gradients (optimizer.clipnorm) or check the data.")
+            raise diverged(logs["loss"], epoch, int(state.step))
         return state, logs, halted
 
     # -------------------------------------------------------------------------------- pmap
@@ -460,6 +454,21 @@ def _warn_if_logits_mismatch(output, loss_name: str, loss_fn: Callable) -> None:
                 "expects probabilities (from_logits=False)")
         warnings.warn(f"The model's output layer {layer.name!r} {what}; training will work badly. Pass "
                       f"from_logits={not from_logits} to the loss, or change the output activation.", stacklevel=3)
+
+
+def interrupted(reason: Any, epoch: int) -> TrainingInterrupted:
+    """The error for ``should_stop``'s truthy ``reason`` (a signal) during 0-based ``epoch``."""
+    done_text = f"epoch {epoch} was the last one completed" if epoch else "no epoch was completed"
+    return TrainingInterrupted(f"Training stopped by {getattr(reason, 'name', reason)} in epoch {epoch + 1} "
+                               f"({done_text}).", exit_code=128 + int(reason) if isinstance(reason, int) else 1)
+
+
+def diverged(loss: float, epoch: int, step: int) -> TrainingDivergedError:
+    """The error for a non-finite epoch loss (the epoch is not saved)."""
+    return TrainingDivergedError(
+        f"The training loss became {loss} in epoch {epoch + 1} (step {step}); training stopped and this epoch "
+        "was not saved, so the last checkpoint is the last good state. Lower the learning rate, clip gradients "
+        "(optimizer.clipnorm) or check the data.")
 
 
 def _postfix(logs: dict, images: int, seconds: float) -> dict:

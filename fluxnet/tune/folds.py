@@ -6,6 +6,7 @@ metrics with their mean and standard deviation (ddof=0), floats at full precisio
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -16,18 +17,38 @@ import numpy as np
 from ml_collections import ConfigDict
 from sklearn.model_selection import StratifiedKFold
 
-from fluxnet.data.splits import DatasetSplits, Split
+from fluxnet.data.preprocess import fit_preprocessor
+from fluxnet.data.splits import DatasetMetadata, DatasetSplits, Split
 from fluxnet.errors import ArgumentError, DataError, FluxnetError, TrainingInterrupted
 from fluxnet.files import write_atomic
-from fluxnet.runs.build import load_splits, preprocess
-from fluxnet.tune.trial import TrialOutcome, record, record_failure, train_validated
+from fluxnet.runs.build import configured_model, load_splits
+from fluxnet.runs.population import Pool, choose_population
+from fluxnet.tree import plain
+from fluxnet.tune.trial import TrialOutcome, record, record_failure, train_together, train_validated
 
 CV_FILE = "cv.json"
 
 
-def fold_splits(config: ConfigDict, raw: DatasetSplits, folds: int) -> list[DatasetSplits]:
-    """``folds`` stratified, seeded (``config.seed``) train/validation splits of train + validation,
-    each preprocessed with its own training part's statistics; no test split."""
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """One fold: ``x`` the pool (train + validation) preprocessed with this fold's training statistics
+    (one array shared by every fold when the preprocessing has none), ``y`` its labels, and the fold's
+    training and validation rows into them."""
+
+    x: np.ndarray
+    y: np.ndarray
+    train_rows: np.ndarray
+    validation_rows: np.ndarray
+
+    def splits(self, metadata: DatasetMetadata) -> DatasetSplits:
+        return DatasetSplits(train=Split(self.x[self.train_rows], self.y[self.train_rows]),
+                             validation=Split(self.x[self.validation_rows], self.y[self.validation_rows]),
+                             test=None, metadata=metadata)
+
+
+def folds_of(config: ConfigDict, raw: DatasetSplits, folds: int) -> list[Fold]:
+    """``folds`` stratified, seeded (``config.seed``) folds of train + validation, each preprocessed
+    with its own training part's statistics; the test split is not read."""
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ArgumentError(f"--folds must be an int >= 2, got {folds!r}.")
     parts = [s for s in (raw.train, raw.validation) if s is not None]
@@ -38,12 +59,21 @@ def fold_splits(config: ConfigDict, raw: DatasetSplits, folds: int) -> list[Data
         raise DataError(f"{folds} stratified folds need at least {folds} examples of every class; the smallest "
                         f"class of train + validation has {smallest}.")
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
-    out = []
+    out, shared = [], None
     for train_idx, val_idx in splitter.split(np.zeros(len(labels)), labels):
-        fold = DatasetSplits(train=Split(images[train_idx], labels[train_idx]),
-                             validation=Split(images[val_idx], labels[val_idx]), test=None, metadata=raw.metadata)
-        out.append(preprocess(config, fold)[0])
+        preprocessor = fit_preprocessor(plain(config.data.preprocess), images[train_idx])
+        if preprocessor.mean is None:  # no statistics: every fold sees the same preprocessed pool
+            shared = np.asarray(preprocessor(images)) if shared is None else shared
+            x = shared
+        else:
+            x = np.asarray(preprocessor(images))
+        out.append(Fold(x, labels, train_idx, val_idx))
     return out
+
+
+def fold_splits(config: ConfigDict, raw: DatasetSplits, folds: int) -> list[DatasetSplits]:
+    """:func:`folds_of` as train/validation splits (no test split)."""
+    return [fold.splits(raw.metadata) for fold in folds_of(config, raw, folds)]
 
 
 def summarize(folds: list[dict[str, float]]) -> dict[str, Any]:
@@ -73,18 +103,41 @@ def cross_validated_trial(config: ConfigDict, workdir: Path, folds: int, *, extr
 
 
 def cross_validate(config: ConfigDict, workdir: str | os.PathLike, folds: int, *, verbose: int = 1,
-                   should_stop: Callable[[int], Any] | None = None) -> dict[str, Any]:
+                   should_stop: Callable[[int], Any] | None = None, population: int | None = None) -> dict[str, Any]:
     """Train one run per fold into ``workdir/folds/<k>/`` (resuming finished or interrupted ones) and
-    write ``workdir/cv.json``; returns its content. A fold that fails stops the cross-validation."""
+    write ``workdir/cv.json``; returns its content. A fold that fails stops the cross-validation.
+    ``population``: folds trained together as one population (``runs.population``), P at a time; 1
+    trains them one after another; None chooses (:func:`choose_population`) and says what it chose."""
     workdir = Path(workdir)
+    raw = load_splits(config)
+    fold_list = folds_of(config, raw, folds)
+    dirs = [workdir / "folds" / str(k) for k in range(folds)]
+    pool = Pool.of_parts([(f.x, f.y, f.train_rows, f.validation_rows) for f in fold_list], raw.metadata)
+    chosen = None
+    if population is None:
+        todo = [k for k in range(folds) if TrialOutcome.read(dirs[k]) is None]
+        population, why, chosen = (choose_population(config, configured_model(config, raw.metadata), pool)
+                                   if len(todo) > 1 else (1, "", None))
+        if verbose and why:
+            print(f"cv: {why}.", flush=True)
+    elif isinstance(population, bool) or not isinstance(population, int) or population < 1:
+        raise ArgumentError(f"--population must be an int >= 1, got {population!r}.")
     scores = []
-    for k, splits in enumerate(fold_splits(config, load_splits(config), folds)):
-        outcome = train_validated(config, workdir / "folds" / str(k), splits, should_stop=should_stop)
-        if outcome.state != "complete":
-            raise DataError(f"Fold {k} of {workdir} did not complete: {outcome.error}")
-        scores.append(outcome.validation)
-        if verbose:
-            print(f"fold {k}: " + " - ".join(f"{n}: {v:.4f}" for n, v in sorted(outcome.validation.items())))
+    for first in range(0, folds, population):
+        group = list(range(first, min(folds, first + population)))
+        if len(group) == 1:
+            outcomes = [train_validated(config, dirs[first], pool.splits(first), should_stop=should_stop)]
+        else:
+            sub = Pool(pool.x, pool.y, [pool.train_rows[k] for k in group],
+                       [pool.validation_rows[k] for k in group], pool.metadata)
+            outcomes = train_together([config] * len(group), [dirs[k] for k in group], sub, should_stop=should_stop,
+                                      population=chosen)
+        for k, outcome in zip(group, outcomes):
+            if outcome.state != "complete":
+                raise DataError(f"Fold {k} of {workdir} did not complete: {outcome.error}")
+            scores.append(outcome.validation)
+            if verbose:
+                print(f"fold {k}: " + " - ".join(f"{n}: {v:.4f}" for n, v in sorted(outcome.validation.items())))
     result = summarize(scores)
     workdir.mkdir(parents=True, exist_ok=True)
     write_atomic(workdir / CV_FILE, json.dumps(result, indent=1))

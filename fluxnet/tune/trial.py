@@ -21,11 +21,12 @@ from fluxnet.errors import FluxnetError, TrainingInterrupted
 from fluxnet.files import write_atomic
 from fluxnet.runs.baselines import baselines
 from fluxnet.runs.build import configured_model
-from fluxnet.runs.fit import fit_run
+from fluxnet.runs.fit import FitResult, fit_run
 from fluxnet.runs.lock import RunLock
+from fluxnet.runs.population import Pool, fit_population
 from fluxnet.runs.report import git_revision, versions
 from fluxnet.runs.workdir import SUMMARY_FILE
-from fluxnet.train import Callback
+from fluxnet.train import Callback, Population
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,12 +98,56 @@ def train_validated(config: ConfigDict, workdir: str | os.PathLike, splits: Any,
         raise
     except FluxnetError as err:
         return record_failure(workdir, err, time.perf_counter() - start, extra)
+    return record_fit(config, workdir, fit, splits, time.perf_counter() - start, callbacks, extra or {})
+
+
+def train_together(configs: Sequence[ConfigDict], workdirs: Sequence[Path], pool: Pool, *, verbose: int = 0,
+                   should_stop: Callable[[int], Any] | None = None,
+                   callbacks: Sequence[Sequence[Callback]] | None = None, locks: Sequence[RunLock | None] | None = None,
+                   extras: Sequence[dict] | None = None, population: Population | None = None) -> list[TrialOutcome]:
+    """:func:`train_validated` of several runs at once, as one population (``runs.population``) on
+    ``pool``'s rows: each still gets its own run directory and ``summary.json`` (``seconds``: its share
+    of the population's time). Finished runs are read back; a run that fails is recorded as failed
+    while the others go on (a config or data error before training fails them all). ``population``:
+    the one ``runs.population.choose_population`` measured (its step compiled), else one is built."""
+    workdirs = [Path(w) for w in workdirs]
+    extras = list(extras) if extras is not None else [{} for _ in configs]
+    callbacks = list(callbacks) if callbacks is not None else [() for _ in configs]
+    outcomes: list[TrialOutcome | None] = [TrialOutcome.read(w) for w in workdirs]
+    todo = [i for i, o in enumerate(outcomes) if o is None]
+    if not todo:
+        return outcomes
+    start = time.perf_counter()
+    pick = lambda seq: [seq[i] for i in todo]  # noqa: E731
+    sub = Pool(pool.x, pool.y, pick(pool.train_rows), pick(pool.validation_rows), pool.metadata)
+    try:
+        model = population.trainer.model if population is not None else configured_model(configs[todo[0]],
+                                                                                        pool.metadata)
+        fits = fit_population(pick(configs), pick(workdirs), model, sub, verbose=verbose, should_stop=should_stop,
+                              callbacks=pick(callbacks), locks=pick(locks) if locks is not None else None,
+                              population=population)
+    except TrainingInterrupted:
+        raise
+    except FluxnetError as err:
+        fits = [err] * len(todo)
+    seconds = (time.perf_counter() - start) / len(todo)
+    for j, (i, fit) in enumerate(zip(todo, fits)):
+        extra = {**extras[i], "population": {"size": len(todo), "member": j}}
+        if isinstance(fit, Exception):
+            outcomes[i] = record_failure(workdirs[i], fit, seconds, extra)
+        else:
+            outcomes[i] = record_fit(configs[i], workdirs[i], fit, sub.splits(j), seconds, callbacks[i], extra)
+    return outcomes
+
+
+def record_fit(config: ConfigDict, workdir: Path, fit: FitResult, splits: Any, seconds: float,
+               callbacks: Sequence[Callback], extra: dict) -> TrialOutcome:
+    """Record a trained run: its validation metrics, epochs, history, baselines scored on validation."""
     pruned = any(getattr(cb, "pruned", False) for cb in callbacks)
-    outcome = TrialOutcome("pruned" if pruned else "complete", fit.validation, int(fit.state.epoch),
-                           time.perf_counter() - start)
+    outcome = TrialOutcome("pruned" if pruned else "complete", fit.validation, int(fit.state.epoch), seconds)
     train, validation = splits.train, splits.validation
     fields = {"baseline": baselines(train.images, train.labels, validation.images, validation.labels, seed=config.seed),
               "steps": int(fit.state.step), "history": fit.history.history,
               "data": {"name": splits.metadata.name, "train": len(train), "validation": len(validation)},
-              "versions": versions(), "git_revision": git_revision(), **(extra or {})}
+              "versions": versions(), "git_revision": git_revision(), **extra}
     return record(workdir, outcome, fields)
