@@ -2,10 +2,10 @@
 (default ``runs/<config stem>-sweep``, ``-tune``, ``-cv``) that a rerun resumes.
 
     fluxnet sweep CONFIG [key=value ...] [--space K=SPEC ...] [--workdir DIR] [--method grid|random]
-                  [--trials N] [--seed S] [--cv K]
+                  [--trials N] [--seed S] [--cv K] [--population P]
     fluxnet tune  CONFIG [key=value ...] [--space K=SPEC ...] [--workdir DIR] --trials N [--storage URL]
                   [--study NAME] [--sampler tpe|random|cmaes|grid] [--pruner hyperband|median|none]
-                  [--metric NAME] [--direction maximize|minimize] [--seed S] [--cv K]
+                  [--metric NAME] [--direction maximize|minimize] [--seed S] [--cv K] [--population P]
     fluxnet cv    CONFIG [key=value ...] [--workdir DIR] --folds K [--population P]
 """
 from __future__ import annotations
@@ -25,6 +25,9 @@ def add_parsers(sub) -> None:
     _common(s)
     s.add_argument("--method", default="grid", choices=tune.experiments.METHODS)
     s.add_argument("--trials", type=int, default=None, help="points to train (random: default 10)")
+    s.add_argument("--population", type=int, default=None, metavar="P",
+                   help="points differing only in learning rate, weight decay or seed train together, P at a time "
+                        "(1: one after another; default: as many as fit in memory)")
     s.set_defaults(run=run_sweep, suffix="-sweep")
     t = sub.add_parser("tune", help="an Optuna search of a space (resumable; workers may share it)")
     _common(t)
@@ -36,6 +39,9 @@ def add_parsers(sub) -> None:
     t.add_argument("--metric", default="val_accuracy", help="the validation metric to optimise")
     t.add_argument("--direction", default=None, choices=("maximize", "minimize"),
                    help="default: the metric's own (maximize accuracy, minimize loss)")
+    t.add_argument("--population", type=int, default=1, metavar="P",
+                   help="ask P trials at once and train those differing only in learning rate, weight decay or "
+                        "seed together (default 1: one at a time, each informed by all before it)")
     t.set_defaults(run=run_tune, suffix="-tune")
     c = sub.add_parser("cv", help="stratified K-fold cross-validation of a config")
     add_config(c)
@@ -74,7 +80,8 @@ def run_sweep(args) -> None:
     config, workdir = _setup(args)
     with StopSignals() as stop:
         best = tune.sweep(config, workdir, _space(args), method=args.method, trials=args.trials,
-                          seed=args.seed, cv=args.cv, verbose=0 if args.quiet else 1, should_stop=stop)
+                          seed=args.seed, cv=args.cv, verbose=0 if args.quiet else 1, should_stop=stop,
+                          population=args.population)
     print(json.dumps({k: best[k] for k in ("trial", "params", "value", "metric", "test")} if best else None))
 
 
@@ -84,7 +91,7 @@ def run_tune(args) -> None:
         best = tune.search(config, workdir, _space(args), args.trials, storage=args.storage,
                            study_name=args.study, sampler=args.sampler, pruner=args.pruner, metric=args.metric,
                            direction=args.direction, seed=args.seed, cv=args.cv, verbose=0 if args.quiet else 1,
-                           should_stop=stop)
+                           should_stop=stop, population=args.population)
     print(json.dumps({k: best[k] for k in ("trial", "params", "value", "metric", "test")} if best else None))
 
 

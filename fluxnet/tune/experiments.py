@@ -21,9 +21,12 @@ METHODS = ("grid", "random")
 
 def sweep(config: ConfigDict, workdir: str | os.PathLike, space: dict[str, spaces.Dimension], *,
           method: str = "grid", trials: int | None = None, seed: int = 0, cv: int | None = None,
-          metric: str = "val_accuracy", verbose: int = 1, should_stop: Callable[[int], Any] | None = None) -> dict:
+          metric: str = "val_accuracy", verbose: int = 1, should_stop: Callable[[int], Any] | None = None,
+          population: int | None = None) -> dict:
     """Train every point of a grid (the first ``trials`` of it), or ``trials`` random points (default 10),
-    into ``workdir/trials/<id>/``; returns ``best.json``'s content."""
+    into ``workdir/trials/<id>/``; returns ``best.json``'s content. Points that differ only in traced
+    values (learning rate, weight decay, seed) train together as populations of ``population``
+    (None: as many as fit; 1: one after another)."""
     if method not in METHODS:
         raise ConfigError(f"--method must be grid or random, got {method!r}.")
     exp = Experiment(config, space, Path(workdir), metric=metric, cv=cv)
@@ -31,16 +34,18 @@ def sweep(config: ConfigDict, workdir: str | os.PathLike, space: dict[str, space
     study = open_study(exp, sampler=optuna.samplers.RandomSampler(seed=seed), pruner=optuna.pruners.NopPruner())
     enqueue(study, points)
     run_worker(exp, study, len(points), prune=False, count_failed=True, verbose=0, should_stop=should_stop,
-               on_trial=_progress(exp, study, verbose))
+               on_trial=_progress(exp, study, verbose), population=population, log=print if verbose else None)
     return finish(exp, study, verbose)
 
 
 def search(config: ConfigDict, workdir: str | os.PathLike, space: dict[str, spaces.Dimension], trials: int, *,
            storage: str | None = None, study_name: str | None = None, sampler: str = "tpe", pruner: str = "median",
            metric: str = "val_accuracy", direction: str | None = None, seed: int = 0, cv: int | None = None,
-           verbose: int = 1, should_stop: Callable[[int], Any] | None = None) -> dict:
+           verbose: int = 1, should_stop: Callable[[int], Any] | None = None, population: int = 1) -> dict:
     """An Optuna study of ``trials`` finished trials (over every worker sharing ``workdir`` or
-    ``storage``); returns ``best.json``'s content."""
+    ``storage``); returns ``best.json``'s content. ``population`` > 1 asks that many trials at once
+    (Optuna's batch ask/tell), trains those that differ only in traced values as one population (a
+    pruned member is masked out while the others go on) and tells each result."""
     exp = Experiment(config, space, Path(workdir), metric=metric, direction=direction, cv=cv)
     if sampler == "grid" and trials > spaces.grid_size(space):
         raise ConfigError(f"--trials {trials} exceeds the grid's {spaces.grid_size(space)} points.")
@@ -52,7 +57,8 @@ def search(config: ConfigDict, workdir: str | os.PathLike, space: dict[str, spac
     else:
         reseed = lambda number: sampler_for(sampler, space, seed + number)  # noqa: E731
     run_worker(exp, study, trials, prune=pruner != "none" and not cv, verbose=0, should_stop=should_stop,
-               on_trial=_progress(exp, study, verbose, search=True), reseed=reseed)
+               on_trial=_progress(exp, study, verbose, search=True), reseed=reseed, population=population,
+               log=print if verbose else None)
     return finish(exp, study, verbose, search=True)
 
 

@@ -11,6 +11,7 @@ the ``surplus`` attribute; not a result) instead of being run. A trial left runn
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -27,13 +28,15 @@ from ml_collections import ConfigDict
 
 from fluxnet.errors import ConfigError, RunLockedError, TrainingInterrupted
 from fluxnet.metrics import monitor_mode
-from fluxnet.runs.build import prepare_data
+from fluxnet.runs.build import configured_model, prepare_data
 from fluxnet.runs.config import config_diff, to_json
 from fluxnet.runs.lock import RunLock
+from fluxnet.runs.population import Pool, blocker, choose_population, population_key
 from fluxnet.runs.schema import check_run_config, logged_names
+from fluxnet.runs.workdir import latest_meta
 from fluxnet.tune import space as spaces
 from fluxnet.tune.folds import cross_validated_trial
-from fluxnet.tune.trial import Pruning, TrialOutcome, record_failure, train_validated
+from fluxnet.tune.trial import Pruning, TrialOutcome, record_failure, train_together, train_validated
 
 JOURNAL = "study.journal"
 TRIALS = "trials"
@@ -196,25 +199,53 @@ def _duplicate_point(study: optuna.Study, trial: optuna.trial.Trial) -> bool:
 def run_worker(exp: Experiment, study: optuna.Study, n_trials: int, *, prune: bool, count_failed: bool = False,
                verbose: int = 0, should_stop: Callable[[int], Any] | None = None,
                on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
-               reseed: Callable[[int], optuna.samplers.BaseSampler] | None = None) -> None:
+               reseed: Callable[[int], optuna.samplers.BaseSampler] | None = None,
+               population: int | None = 1, log: Callable[[str], None] | None = None) -> None:
     """Run trials of ``study`` until it holds ``n_trials`` of them (see the module docstring);
-    ``reseed(n)``: a fresh sampler for trial number ``n``. Stops with a ConfigError when ``n_trials``
-    trials failed and none finished (a space or config no trial can train)."""
+    ``reseed(n)``: a fresh sampler for trial number ``n``. ``population``: trials claimed at once (asked
+    together: Optuna's batch ask/tell) and trained as populations of those that differ only in traced
+    values (:mod:`fluxnet.runs.population`); None claims up to :data:`AUTO_BATCH` and sizes each
+    population by its memory. Stops with a ConfigError when ``n_trials`` trials failed and none
+    finished (a space or config no trial can train). ``log`` hears how each population was sized."""
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError(f"--trials must be an int >= 1, got {n_trials!r}.")
+    if population is not None and (isinstance(population, bool) or not isinstance(population, int) or population < 1):
+        raise ConfigError(f"--population must be an int >= 1, got {population!r}.")
     data_cache: dict[str, Any] = {}
     while True:
+        with contextlib.ExitStack() as held:
+            size = 1 if exp.cv else population or AUTO_BATCH  # a cross-validated trial's folds are its population
+            batch = _claim_batch(exp, study, n_trials, count_failed, reseed, held, size)
+            if not batch:
+                return
+            _run_batch(exp, study, batch, prune, verbose, should_stop, data_cache, on_trial, population, log)
+
+
+AUTO_BATCH = 16  # trials a worker claims at once when --population is not given
+
+
+def _claim_batch(exp: Experiment, study: optuna.Study, n_trials: int, count_failed: bool, reseed, held,
+                 size: int) -> list[tuple[optuna.trial.Trial, RunLock]]:
+    """Up to ``size`` trials this worker claims: orphans (left running by a dead worker) first, then newly
+    asked ones, each with its run directory locked (the locks live as long as ``held``)."""
+    batch: list[tuple[optuna.trial.Trial, RunLock]] = []
+    tried: set[int] = set()
+    while len(batch) < size:
         trials = study.get_trials(deepcopy=False)
         failed = [t for t in trials if t.state == T.FAIL and not t.user_attrs.get(SURPLUS)]
-        if not count_failed and len(failed) >= n_trials and not any(_counts(t, False) for t in trials):
+        if not batch and not count_failed and len(failed) >= n_trials and not any(_counts(t, False) for t in trials):
             raise ConfigError(f"All {len(failed)} trials of {exp.workdir} failed (the last: "
                               f"{failed[-1].user_attrs.get(ERROR)}); fix the space or the config.")
-        orphans = [t for t in trials if t.state == T.RUNNING and not t.user_attrs.get(SURPLUS) and not _owner_alive(t)]
-        if orphans and _run_claimed(exp, study, optuna.trial.Trial(study, orphans[0]._trial_id), prune, verbose,
-                                    should_stop, data_cache, on_trial):
-            continue
+        orphans = [t for t in trials if t.state == T.RUNNING and not t.user_attrs.get(SURPLUS)
+                   and t.number not in tried and not _owner_alive(t)]
+        if orphans:
+            tried.add(orphans[0].number)
+            claimed = _claim(exp, optuna.trial.Trial(study, orphans[0]._trial_id), held)
+            if claimed is not None:
+                batch.append(claimed)
+                continue
         if sum(_counts(t, count_failed) for t in trials) >= n_trials:
-            return
+            break
         if reseed is not None:
             study.sampler = reseed(len(trials))  # relative samplers (CMA-ES) draw inside ask()
         trial = study.ask()
@@ -226,28 +257,99 @@ def run_worker(exp: Experiment, study: optuna.Study, n_trials: int, *, prune: bo
             trial.set_user_attr(SURPLUS, True)
             study.tell(trial, state=T.FAIL)
             continue
-        _run_claimed(exp, study, trial, prune, verbose, should_stop, data_cache, on_trial)
+        claimed = _claim(exp, trial, held)
+        if claimed is not None:
+            batch.append(claimed)
+    return batch
 
 
-def _run_claimed(exp: Experiment, study: optuna.Study, trial: optuna.trial.Trial, prune: bool, verbose: int,
-                 should_stop, data_cache: dict, on_trial) -> bool:
-    """Lock the trial's run directory and run (or resume) it to its end; False if another process holds it."""
-    lock = RunLock(exp.trial_dir(trial.number))
-    with lock:
-        try:
-            lock.acquire()
-        except RunLockedError:
-            return False
-        trial.set_user_attr(OWNER, _owner())
-        try:
-            outcome = run_trial(exp, trial, spaces.suggest(trial, exp.space), prune, lock, verbose, should_stop,
-                                data_cache)
-        except TrainingInterrupted:
-            raise  # the trial stays running; a rerun resumes it
-        except Exception as err:  # a bug: the trial is not retried forever; the traceback shows
-            trial.set_user_attr(ERROR, f"{type(err).__name__}: {err}")
-            study.tell(trial.number, state=T.FAIL)
-            raise
+def _claim(exp: Experiment, trial: optuna.trial.Trial, held) -> tuple[optuna.trial.Trial, RunLock] | None:
+    """Lock ``trial``'s run directory for this worker; None if another process holds it."""
+    lock = held.enter_context(RunLock(exp.trial_dir(trial.number)))
+    try:
+        lock.acquire()
+    except RunLockedError:
+        return None
+    trial.set_user_attr(OWNER, _owner())
+    # the params are drawn now, in trial order: a batch's trials are asked before any is told
+    return trial, lock
+
+
+def _run_batch(exp: Experiment, study: optuna.Study, batch, prune: bool, verbose: int, should_stop, data_cache: dict,
+               on_trial, population: int | None, log) -> None:
+    """Train the claimed trials -- those that can share a population together, the others one by one --
+    and tell the study each outcome."""
+    trials = [trial for trial, _ in batch]
+    try:
+        params = [spaces.suggest(trial, exp.space) for trial in trials]
+        groups = _groups(exp, trials, params, data_cache) if len(batch) > 1 and not exp.cv else None
+        if groups is None:
+            for (trial, lock), p in zip(batch, params):
+                _tell(exp, study, trial, run_trial(exp, trial, p, prune, lock, verbose, should_stop, data_cache),
+                      on_trial)
+            return
+        for failed, outcome in groups.pop("failed", []):
+            _tell(exp, study, failed, outcome, on_trial)
+        for members in groups.values():
+            _run_group(exp, study, [batch[i] for i in members], [params[i] for i in members], prune, verbose,
+                       should_stop, data_cache, on_trial, population, log)
+    except TrainingInterrupted:
+        raise  # the trials stay running; a rerun resumes them
+    except Exception as err:  # a bug: the trials are not retried forever; the traceback shows
+        for trial in trials:
+            if study._storage.get_trial(trial._trial_id).state == T.RUNNING:
+                trial.set_user_attr(ERROR, f"{type(err).__name__}: {err}")
+                study.tell(trial.number, state=T.FAIL)
+        raise
+
+
+def _groups(exp: Experiment, trials, params, data_cache: dict) -> dict:
+    """The batch's trials by :func:`population_key` (lists of batch indices), and under ``"failed"``
+    the ``(trial, outcome)`` of those whose point the config cannot take."""
+    groups: dict = {}
+    for i, (trial, p) in enumerate(zip(trials, params)):
+        config = _trial_config(exp, trial, p)
+        if isinstance(config, TrialOutcome):
+            groups.setdefault("failed", []).append((trial, config))
+            continue
+        splits = _data(config, data_cache)
+        resumed = latest_meta(exp.trial_dir(trial.number)) is not None  # fresh and resumed runs train apart
+        key = (population_key(config, len(splits.train)), resumed) if blocker(config) is None else i
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+def _run_group(exp: Experiment, study, claimed, params, prune, verbose, should_stop, data_cache, on_trial,
+               population: int | None, log) -> None:
+    """Train one group of trials that can share a population (in populations of ``population``, or
+    sized by :func:`choose_population`) and tell the study each outcome."""
+    configs = [spaces.with_params(exp.config, p) for p in params]
+    splits = [_data(c, data_cache) for c in configs]
+    size, chosen = population, None
+    if len(claimed) > 1 and population is None:
+        pool = Pool.of_splits(splits)
+        size, why, chosen = choose_population(configs[0], configured_model(configs[0], splits[0].metadata), pool)
+        if log is not None:
+            log(f"trials {', '.join(str(t.number) for t, _ in claimed)}: {why}.")
+    for first in range(0, len(claimed), size or 1):
+        part = range(first, min(len(claimed), first + (size or 1)))
+        if len(part) == 1:
+            (trial, lock), = [claimed[i] for i in part]
+            _tell(exp, study, trial, run_trial(exp, trial, params[first], prune, lock, verbose, should_stop,
+                                               data_cache), on_trial)
+            continue
+        group = [claimed[i] for i in part]
+        outcomes = train_together(
+            [configs[i] for i in part], [exp.trial_dir(t.number) for t, _ in group],
+            Pool.of_splits([splits[i] for i in part]), verbose=verbose, should_stop=should_stop,
+            callbacks=[[Pruning(t, exp.metric)] if prune else [] for t, _ in group],
+            locks=[lock for _, lock in group], population=chosen if len(part) == size else None,
+            extras=[{"trial": t.number, "params": params[i]} for (t, _), i in zip(group, part)])
+        for (trial, _), outcome in zip(group, outcomes):
+            _tell(exp, study, trial, outcome, on_trial)
+
+
+def _tell(exp: Experiment, study: optuna.Study, trial: optuna.trial.Trial, outcome: TrialOutcome, on_trial) -> None:
     if outcome.state == "complete":
         study.tell(trial.number, outcome.validation[exp.metric])
     elif outcome.state == "pruned":
@@ -257,26 +359,39 @@ def _run_claimed(exp: Experiment, study: optuna.Study, trial: optuna.trial.Trial
         study.tell(trial.number, state=T.FAIL)
     if on_trial is not None:
         on_trial(next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
-    return True
 
 
-def run_trial(exp: Experiment, trial: optuna.trial.Trial, params: dict, prune: bool, lock: RunLock, verbose: int,
-              should_stop, data_cache: dict) -> TrialOutcome:
-    """Train ``trial`` with ``params`` into its run directory (its folds with ``exp.cv``)."""
-    workdir, extra = exp.trial_dir(trial.number), {"trial": trial.number, "params": params}
+def _trial_config(exp: Experiment, trial: optuna.trial.Trial, params: dict) -> ConfigDict | TrialOutcome:
+    """The trial's config, or its recorded failure when the point is one the config cannot take."""
     try:
         config = spaces.with_params(exp.config, params)
         check_run_config(config)
         if exp.metric not in logged_names(config):
             raise ConfigError(f"this point's config does not log {exp.metric!r} (no validation split?)")
     except ConfigError as err:  # a swept value the config cannot take
-        return record_failure(workdir, err, 0.0, extra)
+        return record_failure(exp.trial_dir(trial.number), err, 0.0, {"trial": trial.number, "params": params})
+    return config
+
+
+def _data(config: ConfigDict, data_cache: dict):
+    """The prepared splits of ``config``'s data (trials that share the data config and seed share them)."""
+    key = json.dumps([to_json(config.data), config.seed], sort_keys=True)
+    if key not in data_cache:
+        if len(data_cache) >= 4:
+            data_cache.clear()
+        data_cache[key] = prepare_data(config)[0]
+    return data_cache[key]
+
+
+def run_trial(exp: Experiment, trial: optuna.trial.Trial, params: dict, prune: bool, lock: RunLock, verbose: int,
+              should_stop, data_cache: dict) -> TrialOutcome:
+    """Train ``trial`` with ``params`` into its run directory (its folds with ``exp.cv``)."""
+    workdir, extra = exp.trial_dir(trial.number), {"trial": trial.number, "params": params}
+    config = _trial_config(exp, trial, params)
+    if isinstance(config, TrialOutcome):
+        return config
     if exp.cv:
         return cross_validated_trial(config, workdir, exp.cv, extra=extra, should_stop=should_stop)
-    key = json.dumps([to_json(config.data), config.seed], sort_keys=True)
-    if key not in data_cache:  # trials that share the data config share its arrays
-        data_cache.clear()
-        data_cache[key] = prepare_data(config)[0]
     callbacks = [Pruning(trial, exp.metric)] if prune else []
-    return train_validated(config, workdir, data_cache[key], verbose=verbose, should_stop=should_stop,
+    return train_validated(config, workdir, _data(config, data_cache), verbose=verbose, should_stop=should_stop,
                            callbacks=callbacks, lock=lock, extra=extra)
