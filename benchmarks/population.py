@@ -7,6 +7,11 @@ process and the median wall time of each is printed with their ratio. Compilatio
 warm-up of each first) and reported separately.
 
     python benchmarks/population.py [--model mlp|cnn] [--folds 5] [--epochs 8] [--repeats 3]
+    python benchmarks/population.py --model cnn --sizes 1,2,4,8,16     # compile time and memory vs P
+
+``--sizes`` measures, for each population size P, the compiled step (``Population.step_cost``): its
+compile time, its run time (and per member), and the device memory XLA's memory analysis gives it --
+what ``fluxnet cv``'s default population size is chosen from.
 """
 from __future__ import annotations
 
@@ -43,12 +48,15 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--sizes", default=None, help="comma-separated population sizes: compile time and memory")
     args = p.parse_args()
     digits = load_digits()
     x, y = (digits.images[..., None] / 16).astype("float32"), digits.target
     model = build_model(args.model, (8, 8, 1), 10, **MODELS[args.model])
     trainer = fx.Trainer(model, loss=fx.losses.get("sparse_categorical_crossentropy", from_logits=True),
                          optimizer="adam", metrics=["accuracy"])
+    if args.sizes:
+        return sizes(args, trainer, x, y)
     title, members = members_for(args, x, y)
     population = Population(trainer)
 
@@ -89,6 +97,17 @@ def main() -> None:
     for k in runs:
         print(f"| {k} | {med[k]:.2f} | {med['sequential'] / med[k]:.2f}x |")
     print(f"largest relative gap between the members' final losses: {gap:.1e}")
+
+
+def sizes(args, trainer, x, y) -> None:
+    """Compile time, step time and memory of the population step against the population size."""
+    print(f"{args.model.upper()}, batch {args.batch_size}, {jax.devices()[0].platform}")
+    print("| P | compile s | step ms | ms per member | memory MiB | MiB per member |\n|---:|---:|---:|---:|---:|---:|")
+    for p in [int(v) for v in args.sizes.split(",")]:
+        cost = Population(trainer).step_cost(p, (x, y), args.batch_size, steps=20)  # a fresh program for each P
+        print(f"| {p} | {cost.compile_seconds:.2f} | {cost.step_seconds * 1e3:.2f} | "
+              f"{cost.step_seconds * 1e3 / p:.3f} | {cost.memory_bytes / 2**20:.2f} | "
+              f"{cost.memory_bytes / 2**20 / p:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from fluxnet import cli, runs, tune
 from fluxnet.errors import ArgumentError, TrainingInterrupted
 from fluxnet.runs.build import configured_model, prepare_data, steps_per_epoch
 from fluxnet.runs.population import Pool, blocker, choose_population, fit_population
+from fluxnet.tune import folds as folds_lib
 from fluxnet.tune.folds import folds_of
 from fluxnet.tune.trial import train_together
 from runs_support import cli_error
@@ -148,6 +149,23 @@ def test_members_saved_at_different_epochs_continue_from_their_common_epoch(conf
     assert_identical_folds(workdir, together[0])
 
 
+def test_members_trained_to_the_end_but_not_recorded_are_recorded_without_training(config, together, tmp_path):
+    # a kill after the population's last epoch, between two folds' summary.json writes
+    workdir = tmp_path / "unrecorded"
+    shutil.copytree(together[0], workdir)
+    for k in (1, 2):
+        (workdir / "folds" / str(k) / "summary.json").unlink()
+    (workdir / "cv.json").unlink()
+    checkpoints = {k: checkpoint_steps(workdir / "folds" / str(k)) for k in range(FOLDS)}
+    assert tune.cross_validate(config, workdir, FOLDS, verbose=0, population=FOLDS) == together[1]
+    assert {k: checkpoint_steps(workdir / "folds" / str(k)) for k in range(FOLDS)} == checkpoints  # nothing redone
+    for k in range(FOLDS):
+        ours, theirs = summary(workdir / "folds" / str(k)), summary(together[0] / "folds" / str(k))
+        for key in ("history", "validation", "epochs_completed", "steps", "baseline"):
+            assert ours[key] == theirs[key], (k, key)
+        assert metrics_epochs(workdir / "folds" / str(k)) == list(range(1, EPOCHS + 1))
+
+
 # ------------------------------------------------------------------------------------------------ traced values
 
 @pytest.mark.parametrize("key, values, extra", [
@@ -172,10 +190,41 @@ def test_members_varying_a_traced_value_equal_the_same_runs_trained_alone(key, v
                                    rtol=1e-6)
         np.testing.assert_allclose(fit.validation["val_loss"], single.validation["val_loss"], rtol=1e-4)
         assert int(fit.state.step) == int(single.state.step) == 2 * steps_per_epoch(configs[0], splits.train)
-    # the value matters: the members' losses differ as much as the runs' trained alone do
-    assert fits[0].history.history["loss"][-1] != fits[1].history.history["loss"][-1]
+    # the value matters: the members' losses differ by far more than the tolerance
+    last = [fit.history.history["val_loss"][-1] for fit in fits]
+    assert abs(last[0] - last[1]) > 1e-3 * abs(last[1])
     for i in range(2):
         assert metrics_epochs(tmp_path / f"member{i}") == [1, 2] and checkpoint_steps(tmp_path / f"member{i}")[-1] == 2
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_a_member_with_its_own_rate_is_an_ordinary_run_that_continues_anywhere(schedule, digits_tfds_dir, tmp_path):
+    configs = [runs.resolve_config(MLP, small(digits_tfds_dir, 2, f"optimizer.schedule={schedule}",
+                                              f"optimizer.learning_rate={lr}")) for lr in (3e-3, 1e-3)]
+    splits = prepare_data(configs[0])[0]
+    pool = Pool.of_splits([splits, splits])
+    model = lambda c: configured_model(c, splits.metadata)  # noqa: E731
+    reference = fit_population(configs, [tmp_path / "ref0", tmp_path / "ref1"], model(configs[0]), pool)
+    alone = runs.fit_run(configs[1], tmp_path / "alone", model(configs[1]), splits, verbose=0)
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(TrainingInterrupted):
+        fit_population(configs, dirs, model(configs[0]), pool,
+                       should_stop=stop_after(steps_per_epoch(configs[0], splits.train)))
+    for d in dirs:
+        shutil.copytree(d, d.with_name(d.name + "_copy"))
+    # member 1 continued on its own, as the run directory it is
+    continued = runs.fit_run(configs[1], dirs[1], model(configs[1]), splits, verbose=0)
+    # both continued by a population whose first member is the other one
+    swapped = fit_population(configs[::-1], [tmp_path / "b_copy", tmp_path / "a_copy"], model(configs[1]), pool)
+    wrong = []
+    for what, got, want in [("fit_run", continued, alone), ("swapped member 1", swapped[0], reference[1]),
+                            ("swapped member 0", swapped[1], reference[0])]:
+        rates, expected = got.history.history["learning_rate"], want.history.history["learning_rate"]
+        if not np.allclose(rates, expected, rtol=1e-6, atol=0):
+            wrong.append(f"{what}: learning rates {rates}, expected {expected}")
+        elif not np.allclose(got.history.history["loss"], want.history.history["loss"], rtol=1e-4, atol=0):
+            wrong.append(f"{what}: losses {got.history.history['loss']}, expected {want.history.history['loss']}")
+    assert not wrong, "; ".join(wrong)
 
 
 @pytest.mark.parametrize("override", ["model.mlp.units=(32,)", "train.batch_size=32", "optimizer.name=sgd"])
@@ -247,6 +296,21 @@ def test_a_member_that_stops_early_is_masked_out_while_the_other_goes_on(digits_
         assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))), ours.name
 
 
+def test_a_member_that_diverges_fails_alone_while_the_other_goes_on(digits_tfds_dir, tmp_path):
+    configs = [runs.resolve_config(MLP, small(digits_tfds_dir, 2, f"optimizer.learning_rate={lr}"))
+               for lr in (3e-3, 1e30)]
+    splits = prepare_data(configs[0])[0]
+    dirs = [tmp_path / "fine", tmp_path / "diverges"]
+    outcomes = train_together(configs, dirs, Pool.of_splits([splits, splits]))
+    assert [o.state for o in outcomes] == ["complete", "failed"]
+    assert "TrainingDivergedError" in outcomes[1].error and summary(dirs[1])["state"] == "failed"
+    assert not (dirs[1] / "checkpoints").is_dir() or checkpoint_steps(dirs[1]) == []   # its epoch was not saved
+    alone = runs.fit_run(configs[0], tmp_path / "alone", configured_model(configs[0], splits.metadata), splits,
+                         verbose=0)
+    np.testing.assert_allclose(summary(dirs[0])["history"]["loss"], alone.history.history["loss"], rtol=1e-4)
+    assert summary(dirs[0])["epochs_completed"] == 2
+
+
 # ------------------------------------------------------------------------------------------------ command line
 
 def test_the_cv_command_trains_folds_as_a_population(tmp_path, digits_tfds_dir, capsys):
@@ -267,8 +331,8 @@ def test_the_cv_command_trains_folds_as_a_population(tmp_path, digits_tfds_dir, 
 
 # ------------------------------------------------------------------------------------------------ choosing
 
-def test_choose_population_takes_every_member_of_a_small_model_with_its_step_compiled(config, digits_tfds_dir,
-                                                                                    tmp_path):
+def test_choose_population_takes_every_member_of_a_small_model_with_its_step_compiled(digits_tfds_dir, tmp_path,
+                                                                                    monkeypatch, capsys):
     one_epoch = runs.resolve_config(MLP, small(digits_tfds_dir, 1))
     raw = runs.build.load_splits(one_epoch)
     folds = folds_of(one_epoch, raw, FOLDS)
@@ -276,15 +340,25 @@ def test_choose_population_takes_every_member_of_a_small_model_with_its_step_com
     model = configured_model(one_epoch, raw.metadata)
     size, why, population = choose_population(one_epoch, model, pool)
     assert (size, why) == (FOLDS, f"{FOLDS} at a time as one population")
-    assert population is not None and population.trainer.model is model
-    compiled = population.train_step._cache_size()
-    assert compiled >= 1
-    # that compiled step is the one the population trains with: nothing is compiled again
-    fits = fit_population([one_epoch] * FOLDS, [tmp_path / str(k) for k in range(FOLDS)], model, pool,
-                          population=population)
-    assert all(not isinstance(f, Exception) for f in fits)
-    assert population.train_step._cache_size() == compiled
-    weighed = runs.resolve_config(MLP, small(digits_tfds_dir, EPOCHS, "train.class_weight=balanced"))
-    size, why, population = choose_population(weighed, model, pool)
-    assert (size, population) == (1, None)
-    assert why == "one run after another: train.class_weight is set (populations do not weigh examples yet)"
+    assert population is not None and population.trainer.model is model and population.train_step._cache_size() == 1
+    weighed = runs.resolve_config(MLP, small(digits_tfds_dir, 1, "train.class_weight=balanced"))
+    assert choose_population(weighed, model, pool) == \
+        (1, "one run after another: train.class_weight is set (populations do not weigh examples yet)", None)
+    # cross_validate's default chooses, says so, and trains with the step it compiled (nothing compiled again)
+    chosen = []
+
+    def spy(*args, **kwargs):
+        chosen.append(choose_population(*args, **kwargs))
+        assert chosen[-1][2].train_step._cache_size() == 1
+        return chosen[-1]
+
+    monkeypatch.setattr(folds_lib, "choose_population", spy)
+    capsys.readouterr()
+    tune.cross_validate(one_epoch, tmp_path / "cv", FOLDS, verbose=1)
+    assert f"cv: {FOLDS} at a time as one population." in capsys.readouterr().out
+    assert len(chosen) == 1 and chosen[0][2].train_step._cache_size() == 1
+    assert all(summary(tmp_path / "cv" / "folds" / str(k))["population"] == {"size": FOLDS, "member": k}
+               for k in range(FOLDS))
+    monkeypatch.setattr(folds_lib, "choose_population", lambda *a, **k: pytest.fail("chose for one fold left"))
+    (tmp_path / "cv" / "folds" / "2" / "summary.json").unlink()     # one fold left to train: nothing to choose
+    tune.cross_validate(one_epoch, tmp_path / "cv", FOLDS, verbose=0)

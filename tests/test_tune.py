@@ -151,6 +151,44 @@ def test_a_killed_sweep_loses_nothing_and_resumes_its_running_trial(tmp_path, di
     assert epochs == list(range(1, 41))               # resumed in its directory, each epoch once
 
 
+def test_points_that_differ_in_traced_values_train_as_populations_with_the_same_results(tmp_path, config):
+    space = tune.space.parse({"optimizer.learning_rate": [1e-3, 3e-3], "model.mlp.dropout": [0.0, 0.2]})
+    base = runs.config.apply_overrides(config, ["optimizer.schedule=constant"])
+    tune.sweep(base, tmp_path / "together", space, verbose=0)
+    tune.sweep(base, tmp_path / "alone", space, verbose=0, population=1)
+    summaries = {name: {int(t.name): json.loads((t / "summary.json").read_text())
+                        for t in (tmp_path / name / "trials").iterdir()} for name in ("together", "alone")}
+    for number, alone in summaries["alone"].items():
+        together = summaries["together"][number]
+        assert "population" not in alone and together["population"]["size"] == 2
+        assert together["history"]["loss"][0] == pytest.approx(alone["history"]["loss"][0], rel=1e-6)
+        assert together["validation"]["val_loss"] == pytest.approx(alone["validation"]["val_loss"], rel=1e-4)
+        assert abs(together["validation"]["val_accuracy"] - alone["validation"]["val_accuracy"]) * \
+            together["data"]["validation"] <= 1 + 1e-9
+    # the grid is lr-major: points 0 and 2 (dropout 0.0) share one population, 1 and 3 (0.2) another
+    members = {n: s["population"]["member"] for n, s in summaries["together"].items()}
+    assert members == {0: 0, 2: 1, 1: 0, 3: 1}
+
+
+def test_a_killed_population_sweep_resumes_every_member_in_its_directory(tmp_path, digits_tfds_dir):
+    workdir = tmp_path / "killed"
+    args = ["sweep", MLP, *small(digits_tfds_dir, 30), "--space", "optimizer.learning_rate=[0.01, 0.003]",
+            "--space", "model.mlp.dropout=[0.0]", "--space", "train.batch_size=[64]", "--workdir", str(workdir),
+            "--quiet"]
+    proc = start_until(args, workdir / "trials" / "1" / "checkpoints" / "3", start_new_session=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "trials" / "0" / "summary.json").exists()
+    done = fluxnet_process(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for trial in ("0", "1"):
+        summary = json.loads((workdir / "trials" / trial / "summary.json").read_text())
+        assert summary["state"] == "complete" and summary["population"]["size"] == 2
+        epochs = [json.loads(line)["epoch"] for line in
+                  (workdir / "trials" / trial / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == list(range(1, 31))          # resumed, each epoch once
+
+
 # ------------------------------------------------------------------------------------------------ searches
 
 def test_pruning_stops_the_trials_that_learn_nothing(tmp_path, digits_tfds_dir, capsys):
@@ -166,6 +204,21 @@ def test_pruning_stops_the_trials_that_learn_nothing(tmp_path, digits_tfds_dir, 
     pruned = [r for r in read_csv(workdir / "results.csv") if r["state"] == "pruned"]
     assert all(int(r["epochs"]) < 3 for r in pruned)  # stopped early, run directories kept
     assert all((workdir / "trials" / r["trial"] / "checkpoints").is_dir() for r in pruned)
+
+
+def test_a_search_asks_a_batch_trains_it_together_and_prunes_members(tmp_path, digits_tfds_dir):
+    workdir = tmp_path / "batched"
+    assert cli.main(["tune", MLP, *small(digits_tfds_dir, 3), "--space",
+                     "optimizer.learning_rate=[3e-3, 2e-3, 1e-7, 2e-7]", "--space", "model.mlp.dropout=[0.0]",
+                     "--space", "train.batch_size=[64]", "--sampler", "grid", "--trials", "4", "--population", "2",
+                     "--workdir", str(workdir), "--quiet"]) == 0
+    rows = read_csv(workdir / "results.csv")
+    states = {r["optimizer.learning_rate"]: r["state"] for r in rows}
+    assert states == {"0.003": "complete", "0.002": "complete", "1e-07": "pruned", "2e-07": "pruned"}
+    for r in rows:  # two batches of two, each one population
+        summary = json.loads((workdir / "trials" / r["trial"] / "summary.json").read_text())
+        assert summary["population"]["size"] == 2
+    assert all(int(r["epochs"]) < 3 for r in rows if r["state"] == "pruned")
 
 
 def test_two_workers_on_one_journal_finish_exactly_n_trials(tmp_path, digits_tfds_dir):

@@ -227,7 +227,7 @@ def fit_population(configs: Sequence[ConfigDict], workdirs: Sequence[Path], mode
         for note in notes:
             print(note, file=sys.stderr)
         opened = [open_run(c, w, model, f, int(s.epoch)) for c, w, f, s in zip(configs, workdirs, fingerprints, states)]
-        checkpointers = [checkpointer for checkpointer, _ in opened]
+        checkpointers = [_OwnScale(checkpointer, _scale_ratio(c, first)) for c, (checkpointer, _) in zip(configs, opened)]
         epochs = first.train.epochs - max([int(s.epoch) for s, done in zip(states, stopped) if not done], default=0)
         try:
             final, histories = population.fit(
@@ -279,7 +279,7 @@ def _restore(configs, workdirs, trainer: Trainer, model: Model, members, fingerp
             states.append(_with_traced(trainer.init(jax.random.key(m.seed)), config, configs[0]))
             resume.append(None)
         else:
-            states.append(f[0])
+            states.append(_rescaled(f[0], _scale_ratio(config, configs[0])))
             resume.append(f[1])
             if verbose:
                 print(f"Resuming {workdir} from epoch {int(f[0].epoch)}.")
@@ -288,12 +288,47 @@ def _restore(configs, workdirs, trainer: Trainer, model: Model, members, fingerp
 
 def _with_traced(state: TrainState, config: ConfigDict, base: ConfigDict) -> TrainState:
     """A fresh member state with ``config``'s traced values where they differ from ``base``'s (whose
-    values the Trainer's optimizer was built with)."""
+    values the Trainer's optimizer was built with): a constant rate and the weight decay set in the
+    optimizer state itself, as a run trained alone has them; a scheduled rate as its scale."""
     mine, theirs = traced_values(config), traced_values(base)
     lr = mine.get("optimizer.learning_rate")
-    if lr is not None and lr != theirs.get("optimizer.learning_rate"):
-        state = lr_scale.set_learning_rate(state, float(lr), "optimizer.learning_rate")
+    if lr is not None and lr != theirs.get("optimizer.learning_rate") and _scale_ratio(config, base) == 1.0:
+        state = state.replace(opt_state=optimizers.set_hyperparameter(state.opt_state, "learning_rate", float(lr)))
     wd = mine.get("optimizer.weight_decay")
     if wd is not None and wd != theirs.get("optimizer.weight_decay"):
         state = state.replace(opt_state=optimizers.set_hyperparameter(state.opt_state, "weight_decay", float(wd)))
-    return state
+    return _rescaled(state, _scale_ratio(config, base))
+
+
+def _scale_ratio(config: ConfigDict, base: ConfigDict) -> float:
+    """What a member's learning-rate scale carries in the population on top of its own: under a
+    schedule (a rate optax recomputes from the step, so not a value in the state) its rate over the
+    first member's, whose schedule the population's optimizer follows; 1 for a constant rate."""
+    schedule = plain(config.optimizer.get("schedule"))
+    name = (schedule.get("name") if isinstance(schedule, dict) else schedule) or "constant"
+    lr = traced_values(config).get("optimizer.learning_rate")
+    if name == "constant" or lr is None:
+        return 1.0
+    return float(lr) / float(base.optimizer.learning_rate)
+
+
+def _rescaled(state: TrainState, ratio: float) -> TrainState:
+    """``state`` with its learning-rate scale times ``ratio`` (in float64, so that a checkpoint's own
+    scale, carried into the population and back, returns unchanged)."""
+    if ratio == 1.0:
+        return state
+    return lr_scale.set_scale(state, float(lr_scale.get_scale(state.opt_state)) * ratio)
+
+
+class _OwnScale:
+    """A member's checkpointer that saves its state with the member's own learning-rate scale (that of
+    the run trained alone), so that ``fit_run`` or another population continues it at its own rate."""
+
+    def __init__(self, checkpointer: Any, ratio: float):
+        self.checkpointer, self.ratio = checkpointer, ratio
+
+    def save(self, step: int, state: TrainState, meta: Any, metrics: Any = None, extra: Any = None) -> None:
+        self.checkpointer.save(step, _rescaled(state, 1.0 / self.ratio), meta, metrics=metrics, extra=extra)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.checkpointer, name)
