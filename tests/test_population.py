@@ -81,8 +81,6 @@ def test_continued_states_are_checked(setup):
     population = Population(trainer)
     ahead, _ = trainer.fit(trainer.init(jax.random.key(0)), (x, y), epochs=1, verbose=0)
     from fluxnet.train.population import stack
-    with pytest.raises(ValueError, match="different epochs \\[0, 1\\]"):
-        population.fit([Member(0), Member(1)], (x, y), states=stack([ahead, trainer.init(jax.random.key(1))]))
     with pytest.raises(ValueError, match="stacked states of 3 members"):
         population.fit([Member(0), Member(1), Member(2)], (x, y), states=stack([ahead, ahead]))
     with pytest.raises(TypeError, match="list of population.Member"):
@@ -92,6 +90,20 @@ def test_continued_states_are_checked(setup):
     population.fit([Member(0), Member(1)], (x, y), batch_size=32)
     population.fit([Member(0), Member(1)], (x, y), states=stack([ahead, ahead]), batch_size=32)
     assert population.train_step._cache_size() == 1      # states from Trainer.fit: the same placement as init's
+
+
+def test_members_at_different_epochs_each_train_their_own_next_epoch(setup):
+    trainer, x, y = setup
+    ahead, _ = trainer.fit(trainer.init(jax.random.key(0)), (x, y), epochs=1, batch_size=32, verbose=0)
+    behind = trainer.init(jax.random.key(1))
+    from fluxnet.train.population import stack
+    states, histories = Population(trainer).fit([Member(0), Member(1)], (x, y), batch_size=32, until=2,
+                                                states=stack([ahead, behind]))
+    assert np.asarray(states.epoch).tolist() == [2, 2]
+    assert [len(h.history["loss"]) for h in histories] == [1, 2]          # to epoch 2 from where each was
+    for start, history in ((ahead, histories[0]), (behind, histories[1])):
+        _, alone_history = trainer.fit(start, (x, y), epochs=2 - int(start.epoch), batch_size=32, verbose=0)
+        np.testing.assert_allclose(history.history["loss"], alone_history.history["loss"], rtol=1e-5)
 
 
 def test_a_member_that_stops_early_sits_out_while_the_others_go_on(setup, tmp_path):

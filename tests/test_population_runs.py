@@ -2,6 +2,7 @@
 equal the same folds trained one after another, write ordinary run directories, resume bit-exactly after
 an interruption (also when the members were saved at different epochs), vary the learning rate and the
 weight decay per member, mask out a member that stops early, and are refused where they cannot work."""
+import csv
 import json
 import shutil
 import signal
@@ -135,17 +136,14 @@ def test_an_interrupted_population_resumes_bit_exactly(config, together, tmp_pat
     assert_identical_folds(workdir, together[0])
 
 
-def test_members_saved_at_different_epochs_continue_from_their_common_epoch(config, together, tmp_path, capsys):
+def test_members_saved_at_different_epochs_each_continue_from_their_own(config, together, tmp_path):
     workdir = tmp_path / "uneven"
     steps = fold_steps(config)[0]
     with pytest.raises(TrainingInterrupted, match="in epoch 3"):
         tune.cross_validate(config, workdir, FOLDS, verbose=0, population=FOLDS, should_stop=stop_after(2 * steps))
     assert all(checkpoint_steps(workdir / "folds" / str(k)) == [1, 2] for k in range(FOLDS))
     shutil.rmtree(workdir / "folds" / "0" / "checkpoints" / "2")          # a kill between two members' saves
-    capsys.readouterr()
     tune.cross_validate(config, workdir, FOLDS, verbose=0, population=FOLDS)
-    err = capsys.readouterr().err
-    assert "saved at epochs [1, 2]; they all continue from epoch 1" in err, err
     assert_identical_folds(workdir, together[0])
 
 
@@ -362,3 +360,48 @@ def test_choose_population_takes_every_member_of_a_small_model_with_its_step_com
     monkeypatch.setattr(folds_lib, "choose_population", lambda *a, **k: pytest.fail("chose for one fold left"))
     (tmp_path / "cv" / "folds" / "2" / "summary.json").unlink()     # one fold left to train: nothing to choose
     tune.cross_validate(one_epoch, tmp_path / "cv", FOLDS, verbose=0)
+
+
+def test_folds_whose_epochs_differ_in_steps_train_in_populations_of_their_own(digits_tfds_dir, tmp_path):
+    base = runs.resolve_config(MLP, small(digits_tfds_dir, 1))
+    sizes = sorted(len(f.train_rows) for f in folds_of(base, runs.build.load_splits(base), 4))
+    assert sizes[0] < sizes[-1]                                          # 4 folds of an odd pool differ by one
+    config = runs.resolve_config(MLP, small(digits_tfds_dir, 1, f"train.batch_size={sizes[0]}"))
+    cv = tune.cross_validate(config, tmp_path / "cv", 4, verbose=0)     # 1 step for the smallest, 2 for the others
+    assert len(cv["folds"]) == 4
+    populations = [summary(tmp_path / "cv" / "folds" / str(k)).get("population") for k in range(4)]
+    steps = [summary(tmp_path / "cv" / "folds" / str(k))["steps"] for k in range(4)]
+    for population, n in zip(populations, steps):
+        assert (population or {"size": 1})["size"] == steps.count(n)     # grouped by their epochs' steps
+
+
+def test_a_pruned_member_is_still_pruned_after_a_resume():
+    from fluxnet.tune.trial import Pruning
+
+    first = Pruning(trial=None, metric="val_loss")
+    first.pruned = True
+    again = Pruning(trial=None, metric="val_loss")
+    again.set_state(json.loads(json.dumps(first.get_state())))           # as a checkpoint's meta carries it
+    assert again.pruned
+
+
+def test_a_bug_in_one_population_fails_its_trials_only(digits_tfds_dir, tmp_path, monkeypatch):
+    import optuna
+
+    from fluxnet.tune import study as study_lib
+
+    config = runs.resolve_config(MLP, small(digits_tfds_dir, 1))
+    space = tune.space.parse({"optimizer.learning_rate": [1e-3, 3e-3], "model.mlp.dropout": [0.0, 0.2]})
+    real = study_lib.train_together
+    monkeypatch.setattr(study_lib, "train_together", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        tune.sweep(config, tmp_path / "s", space, verbose=0)
+    study = optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "s" / "study.journal"))))
+    states = [t.state.name for t in study.get_trials() if not t.user_attrs.get("surplus")]
+    assert states == ["FAIL", "FAIL", "WAITING", "WAITING"], states     # the second population never ran
+    monkeypatch.setattr(study_lib, "train_together", real)
+    tune.sweep(config, tmp_path / "s", space, verbose=0)                # the others train on a rerun
+    with open(tmp_path / "s" / "results.csv") as f:
+        states = sorted(r["state"] for r in csv.DictReader(f))
+    assert states == ["complete", "complete", "failed", "failed"]

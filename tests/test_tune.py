@@ -158,16 +158,18 @@ def test_points_that_differ_in_traced_values_train_as_populations_with_the_same_
     tune.sweep(base, tmp_path / "alone", space, verbose=0, population=1)
     summaries = {name: {int(t.name): json.loads((t / "summary.json").read_text())
                         for t in (tmp_path / name / "trials").iterdir()} for name in ("together", "alone")}
-    for number, alone in summaries["alone"].items():
-        together = summaries["together"][number]
+    by_point = {json.dumps(s["params"], sort_keys=True): s for s in summaries["together"].values()}
+    for alone in summaries["alone"].values():
+        together = by_point[json.dumps(alone["params"], sort_keys=True)]
         assert "population" not in alone and together["population"]["size"] == 2
         assert together["history"]["loss"][0] == pytest.approx(alone["history"]["loss"][0], rel=1e-6)
         assert together["validation"]["val_loss"] == pytest.approx(alone["validation"]["val_loss"], rel=1e-4)
         assert abs(together["validation"]["val_accuracy"] - alone["validation"]["val_accuracy"]) * \
             together["data"]["validation"] <= 1 + 1e-9
-    # the grid is lr-major: points 0 and 2 (dropout 0.0) share one population, 1 and 3 (0.2) another
-    members = {n: s["population"]["member"] for n, s in summaries["together"].items()}
-    assert members == {0: 0, 2: 1, 1: 0, 3: 1}
+    # the grid is lr-major; its points are queued population by population: dropout 0.0 first
+    params = {n: (s["params"]["model.mlp.dropout"], s["population"]["member"])
+              for n, s in summaries["together"].items()}
+    assert params == {0: (0.0, 0), 1: (0.0, 1), 2: (0.2, 0), 3: (0.2, 1)}
 
 
 def test_a_killed_population_sweep_resumes_every_member_in_its_directory(tmp_path, digits_tfds_dir):

@@ -104,18 +104,14 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
 
 
 def restore_run(config: ConfigDict, trainer: Trainer, model: Model, workdir: Path, fingerprint: str,
-                verbose: int, step: int | None = None) -> tuple[TrainState, dict] | None:
-    """``(state, meta)`` of the workdir's newest checkpoint that restores (``step``: that one), checked
-    to be of this architecture and data; None without one. Damaged checkpoints are set aside."""
+                verbose: int) -> tuple[TrainState, dict] | None:
+    """``(state, meta)`` of the workdir's newest checkpoint that restores, checked to be of this
+    architecture and data; None without one. Damaged checkpoints are set aside."""
     if not (workdir / CHECKPOINT_DIR).is_dir():
         return None
     reader = open_checkpoints(config, workdir)
     try:
-        if step is not None and step not in reader.all_steps():
-            return None
-        read = lambda s: restore(trainer, reader, s)  # noqa: E731
-        found = (restore_newest(reader, read, set_aside=workdir / DAMAGED_DIR) if step is None
-                 else restore_step(reader, read, step, set_aside=workdir / DAMAGED_DIR))
+        found = restore_newest(reader, lambda s: restore(trainer, reader, s), set_aside=workdir / DAMAGED_DIR)
     finally:
         reader.close()
     if found is not None:
@@ -128,12 +124,10 @@ def restore_run(config: ConfigDict, trainer: Trainer, model: Model, workdir: Pat
 def open_run(config: ConfigDict, workdir: Path, model: Model, fingerprint: str, epoch: int,
              crash_at: CrashPoint | None = None) -> tuple[Any, list[Callback]]:
     """Write the run's ``config.json`` and ``model.json`` and open what training writes: its
-    checkpointer and callbacks. ``epoch`` is the epoch it resumes from: checkpoints and ``metrics.jsonl``
-    records after it are removed (they are redone, identically)."""
+    checkpointer and callbacks (``metrics.jsonl`` cut back to ``epoch``, the epoch it resumes from)."""
     checkpointer = open_checkpoints(config, workdir, read_only=False, crash_at=crash_at,
                                     meta={"model_config": model.get_config(), "config": to_json(config),
                                           "data_fingerprint": fingerprint})
-    checkpointer.delete_after(epoch)
     save_config(config, workdir / CONFIG_FILE)
     write_atomic(workdir / MODEL_FILE, json.dumps(model.get_config(), indent=1))
     run_callbacks = build_callbacks(config, workdir)

@@ -3,9 +3,9 @@ counterpart of :func:`fluxnet.runs.fit.fit_run`.
 
 Each member is an ordinary run directory -- ``config.json``, ``model.json``, ``metrics.jsonl``,
 TensorBoard logs, a checkpoint per epoch -- that ``fit_run`` could continue, and that a population
-resumes: every member restores the newest epoch all unfinished members have (a kill between two
-members' saves leaves them one epoch apart; the newer checkpoint is redone, identically), so a killed
-population continues bit-exactly. A population is an execution strategy, not a different result:
+resumes: every member restores its newest checkpoint and trains its own next epochs (members may be
+at different epochs: a kill between two members' saves), so a killed population continues
+bit-exactly. A population is an execution strategy, not a different result:
 each member trains on exactly its own rows with its own seed, and only the batched kernels round
 differently from a member trained alone.
 
@@ -228,12 +228,10 @@ def fit_population(configs: Sequence[ConfigDict], workdirs: Sequence[Path], mode
             print(note, file=sys.stderr)
         opened = [open_run(c, w, model, f, int(s.epoch)) for c, w, f, s in zip(configs, workdirs, fingerprints, states)]
         checkpointers = [_OwnScale(checkpointer, _scale_ratio(c, first)) for c, (checkpointer, _) in zip(configs, opened)]
-        epochs = first.train.epochs - max([int(s.epoch) for s, done in zip(states, stopped) if not done], default=0)
         try:
             final, histories = population.fit(
-                members, (pool.x, pool.y), epochs=max(1, epochs), batch_size=first.train.batch_size,
-                states=stack(states),
-                callbacks=[[*run_cbs, *more] for (_, run_cbs), more in zip(opened, extra)],
+                members, (pool.x, pool.y), batch_size=first.train.batch_size, until=first.train.epochs,
+                states=stack(states), callbacks=[[*run_cbs, *more] for (_, run_cbs), more in zip(opened, extra)],
                 stopped=stopped, checkpointers=checkpointers, resume=resume, should_stop=should_stop)
         except TrainingInterrupted as err:
             raise interrupted_note(err, list(zip(workdirs, checkpointers))) from None
@@ -253,26 +251,11 @@ def fit_population(configs: Sequence[ConfigDict], workdirs: Sequence[Path], mode
 
 def _restore(configs, workdirs, trainer: Trainer, model: Model, members, fingerprints,
              verbose) -> tuple[list[TrainState], list[dict | None], list[bool]]:
-    """Each member's state to continue from, its checkpoint's meta and whether it had finished: the
-    newest checkpoint of every finished member, and for the others their newest common epoch (a member
-    saved past it restores that epoch instead; when one lacks it, all of them start afresh)."""
+    """Each member's state to continue from (its newest checkpoint, or a fresh one), that checkpoint's
+    meta and whether the member had finished (stopped early, or trained all its epochs)."""
     found = [restore_run(c, trainer, model, w, f, 0) for c, w, f in zip(configs, workdirs, fingerprints)]
     stopped = [f is not None and bool(f[1].get("stopped") or int(f[0].epoch) >= c.train.epochs)
                for f, c in zip(found, configs)]
-    unfinished = [i for i, done in enumerate(stopped) if not done]
-    saved = {i: int(found[i][0].epoch) if found[i] is not None else 0 for i in unfinished}
-    if len(set(saved.values())) > 1:
-        common = min(saved.values())
-        for i in unfinished:
-            if saved[i] > common:
-                found[i] = restore_run(configs[i], trainer, model, workdirs[i], fingerprints[i], 0, step=common) \
-                    if common else None
-        if any(found[i] is None for i in unfinished):
-            common = 0
-            for i in unfinished:
-                found[i] = None
-        print(f"Note: the population's unfinished members were saved at epochs {sorted(set(saved.values()))}; "
-              f"they all continue from epoch {common} (what follows it is redone).", file=sys.stderr)
     states, resume = [], []
     for config, workdir, m, f in zip(configs, workdirs, members, found):
         if f is None:
@@ -313,11 +296,13 @@ def _scale_ratio(config: ConfigDict, base: ConfigDict) -> float:
 
 
 def _rescaled(state: TrainState, ratio: float) -> TrainState:
-    """``state`` with its learning-rate scale times ``ratio`` (in float64, so that a checkpoint's own
-    scale, carried into the population and back, returns unchanged)."""
+    """``state`` with its learning-rate scale times ``ratio``, in float64; a result within a float32
+    rounding of 1 is 1 (a member's own scale is 1 unless a callback changed it, so a run carried into
+    the population and back continues exactly as the same run trained alone)."""
     if ratio == 1.0:
         return state
-    return lr_scale.set_scale(state, float(lr_scale.get_scale(state.opt_state)) * ratio)
+    scale = float(lr_scale.get_scale(state.opt_state)) * ratio
+    return lr_scale.set_scale(state, 1.0 if abs(scale - 1.0) <= 2.0 ** -23 else scale)
 
 
 class _OwnScale:

@@ -67,11 +67,6 @@ class Checkpointer:
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
-    def delete_after(self, step: int) -> None:
-        """Remove the checkpoints after ``step`` (a run resumed from an earlier one redoes them)."""
-        for later in [s for s in self.all_steps() if s > step]:
-            self.manager.delete(later)
-
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 

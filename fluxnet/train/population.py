@@ -125,8 +125,12 @@ class Population:
             validation_data: Any = None, states: TrainState | None = None,
             callbacks: Sequence[Sequence[Callback]] | None = None, stopped: Sequence[bool] | None = None,
             checkpointers: Sequence[Any] | None = None, resume: Sequence[Mapping | None] | None = None,
-            should_stop: Callable[[int], Any] | None = None) -> tuple[TrainState, list[History]]:
-        """Train every member ``epochs`` more epochs (``states``: a previous result, else ``init``).
+            should_stop: Callable[[int], Any] | None = None, until: int | None = None
+            ) -> tuple[TrainState, list[History]]:
+        """Train every member ``epochs`` more epochs, or up to epoch ``until`` (``states``: a previous
+        result, else ``init``). Members may be at different epochs: each trains its own next epoch
+        (its own shuffle and steps) in every round, so a member's computation is the same whatever
+        epoch the others are at.
         ``validation_data`` is shared by all members; a member's ``validation_rows`` validate it on its
         own rows of ``data`` instead. ``callbacks[i]`` are member ``i``'s Trainer callbacks, called with
         its own logs and state as ``Trainer.fit`` calls them: one that stops training (EarlyStopping, a
@@ -139,8 +143,7 @@ class Population:
         its callbacks' states, whether it stopped), ``resume[i]`` is the meta its checkpoint was restored
         with, ``should_stop(step)`` ends training at once with ``TrainingInterrupted`` (the epoch under
         way unsaved). ``stopped[i]``: the member finished before (a restored early stop); it stays in
-        the program, masked, so the others compute exactly what they computed with it. A population
-        continues, with ``states``, only while its unstopped members are at one epoch."""
+        the program, masked, so the others compute exactly what they computed with it."""
         members = list(members)
         if not members or not all(isinstance(m, Member) for m in members):
             raise ArgumentTypeError("A population needs a non-empty list of population.Member, got "
@@ -160,7 +163,7 @@ class Population:
         if states is None:
             states = self.init(members)
         else:
-            self._check_states(states, active)
+            self._check_states(states, p)
             # on init's device (no second compilation); a copy: the step donates it, the caller keeps theirs
             states = jax.device_put(jax.tree.map(jnp.copy, states), jax.devices()[0])
         # each member's shuffle seed, derived from its key as Trainer.fit derives it
@@ -178,36 +181,37 @@ class Population:
             if resume[i] is not None:
                 restore_callbacks(member_cbs, resume[i])
         self.failures: dict[int, Exception] = {}
-        epoch_of = np.asarray(jax.device_get(view.states.epoch))
-        start = int(epoch_of[active].max()) if active.any() else 0
+        epoch_of = np.asarray(jax.device_get(view.states.epoch)).astype(np.int64)
+        end = np.full(p, until) if until is not None else epoch_of + epochs
+        active &= epoch_of < end
         done = int(np.asarray(jax.device_get(view.states.step)).max())  # should_stop's step count
         try:
-            for epoch in range(start, start + epochs):
-                if not active.any():
-                    break
+            while active.any():  # a round: every active member trains its own next epoch
                 for i in np.flatnonzero(active):
                     for cb in cbs[i]:
-                        view.replace(i, cb.on_epoch_begin(epoch, view.member(i)))
-                states, logs, done = self._epoch(view.states, {"x": x, "y": y}, rows, iterators, epoch, active,
+                        view.replace(i, cb.on_epoch_begin(int(epoch_of[i]), view.member(i)))
+                states, logs, done = self._epoch(view.states, {"x": x, "y": y}, rows, iterators, epoch_of, active,
                                                  should_stop, done)
                 for i in np.flatnonzero(active):
                     if not math.isfinite(logs[i]["loss"]):
-                        self.failures[i] = diverged(logs[i]["loss"], epoch, int(states.step[i]))
+                        self.failures[i] = diverged(logs[i]["loss"], int(epoch_of[i]), int(states.step[i]))
                         active[i] = False
                 if validation is not None:
                     for i, val in enumerate(self._evaluate(states, *validation, batch_size)):
                         logs[i].update({f"val_{k}": v for k, v in val.items()})
-                view.set(states.replace(epoch=jnp.where(active, epoch + 1, states.epoch)))
+                view.set(states.replace(epoch=jnp.where(active, jnp.asarray(epoch_of + 1, states.epoch.dtype),
+                                                        states.epoch)))
                 for i in np.flatnonzero(active):
                     logs[i]["learning_rate"] = lr_scale.learning_rate(view.member(i).opt_state)
                     halted = False
                     for cb in cbs[i]:
-                        new, halt = epoch_end_answer(cb.on_epoch_end(epoch, logs[i], view.member(i)))
+                        new, halt = epoch_end_answer(cb.on_epoch_end(int(epoch_of[i]), logs[i], view.member(i)))
                         view.replace(i, new)
                         halted = halted or halt
                     if checkpointers[i] is not None:
                         save_checkpoint(checkpointers[i], view.member(i), cbs[i], logs[i], stopped=halted)
-                    active[i] = not halted
+                    epoch_of[i] += 1
+                    active[i] = not halted and epoch_of[i] < end[i]
         finally:  # also on a failure: every member's last good checkpoint must be complete
             for checkpointer in checkpointers:
                 if checkpointer is not None:
@@ -237,21 +241,17 @@ class Population:
             out.append([History(), *member_cbs])
         return out
 
-    def _check_states(self, states: Any, active: np.ndarray) -> None:
-        members = len(active)
+    def _check_states(self, states: Any, members: int) -> None:
         if not isinstance(states, TrainState) or any(np.ndim(leaf) == 0 or np.shape(leaf)[0] != members
                                                      for leaf in jax.tree.leaves(states)):
             raise ArgumentError(f"states must be the stacked states of {members} members (population.stack of "
                                 "TrainStates, or a previous Population.fit's result).")
-        epochs = np.unique(np.asarray(jax.device_get(states.epoch))[active])
-        if epochs.size > 1:
-            raise ArgumentError(f"The members' states are at different epochs {epochs.tolist()}; a population trains "
-                                "members at the same epoch (their shuffles and step plans are per epoch).")
 
-    def _epoch(self, states, arrays: dict, rows: list, iterators: list, epoch: int, active: np.ndarray,
+    def _epoch(self, states, arrays: dict, rows: list, iterators: list, epochs: np.ndarray, active: np.ndarray,
                should_stop: Callable[[int], Any] | None, done: int):
+        """One round: member ``i`` trains (the steps of) its epoch ``epochs[i]``."""
         steps = max(it.steps_per_epoch for it, on in zip(iterators, active) if on)
-        plans = [_epoch_plan(r, it, epoch, steps) for r, it in zip(rows, iterators)]
+        plans = [_epoch_plan(r, it, int(e), steps) for r, it, e in zip(rows, iterators, epochs)]
         index, mask = np.stack([p[0] for p in plans], 1), np.stack([p[1] for p in plans], 1)  # (steps, P, B)
         mask &= active[None, :, None]  # a stopped member sits every step out
         sums = []
@@ -261,7 +261,7 @@ class Population:
             states, metrics = self.train_step(states, batch)
             sums.append(metrics)
             if should_stop is not None and (reason := should_stop(done + step + 1)):
-                raise interrupted(reason, epoch)
+                raise interrupted(reason, int(epochs[active].min()))
         return states, self._per_member(sums, len(rows)), done + steps
 
     def _validation(self, members, x, y, validation_data, n):

@@ -14,7 +14,8 @@ from fluxnet.errors import ConfigError
 from fluxnet.runs import jobs, workdir as run_dirs
 from fluxnet.tune import results
 from fluxnet.tune import space as spaces
-from fluxnet.tune.study import ERROR, Experiment, enqueue, open_study, pruner_for, run_worker, sampler_for
+from fluxnet.tune.study import (ERROR, Experiment, enqueue, open_study, population_order, pruner_for, run_worker,
+                                sampler_for)
 
 METHODS = ("grid", "random")
 
@@ -32,9 +33,10 @@ def sweep(config: ConfigDict, workdir: str | os.PathLike, space: dict[str, space
     exp = Experiment(config, space, Path(workdir), metric=metric, cv=cv)
     points = spaces.grid(space, trials) if method == "grid" else spaces.random_points(space, trials or 10, seed)
     study = open_study(exp, sampler=optuna.samplers.RandomSampler(seed=seed), pruner=optuna.pruners.NopPruner())
-    enqueue(study, points)
+    enqueue(study, points, order=population_order(exp, points) if population != 1 else None)
     run_worker(exp, study, len(points), prune=False, count_failed=True, verbose=0, should_stop=should_stop,
-               on_trial=_progress(exp, study, verbose), population=population, log=print if verbose else None)
+               on_trial=_progress(exp, study, verbose), population=population, log=print if verbose else None,
+               until_mismatch=True)
     return finish(exp, study, verbose)
 
 

@@ -22,7 +22,7 @@ from fluxnet.data.splits import DatasetMetadata, DatasetSplits, Split
 from fluxnet.errors import ArgumentError, DataError, FluxnetError, TrainingInterrupted
 from fluxnet.files import write_atomic
 from fluxnet.runs.build import configured_model, load_splits
-from fluxnet.runs.population import Pool, choose_population
+from fluxnet.runs.population import Pool, choose_population, population_key
 from fluxnet.tree import plain
 from fluxnet.tune.trial import TrialOutcome, record, record_failure, train_together, train_validated
 
@@ -102,6 +102,15 @@ def cross_validated_trial(config: ConfigDict, workdir: Path, folds: int, *, extr
     return record(workdir, outcome, {"validation_std": cv["std"], "folds": cv["folds"], **extra})
 
 
+def _groups(config: ConfigDict, pool: Pool, size: int) -> list[list[int]]:
+    """The folds in populations of at most ``size``, in order; folds whose epochs have another number of
+    steps (sizes straddling a multiple of the batch size) train in a population of their own."""
+    by_key: dict[str, list[int]] = {}
+    for k, rows in enumerate(pool.train_rows):
+        by_key.setdefault(population_key(config, len(rows)), []).append(k)
+    return sorted((ks[i:i + size] for ks in by_key.values() for i in range(0, len(ks), size)), key=lambda g: g[0])
+
+
 def cross_validate(config: ConfigDict, workdir: str | os.PathLike, folds: int, *, verbose: int = 1,
                    should_stop: Callable[[int], Any] | None = None, population: int | None = None) -> dict[str, Any]:
     """Train one run per fold into ``workdir/folds/<k>/`` (resuming finished or interrupted ones) and
@@ -122,22 +131,25 @@ def cross_validate(config: ConfigDict, workdir: str | os.PathLike, folds: int, *
             print(f"cv: {why}.", flush=True)
     elif isinstance(population, bool) or not isinstance(population, int) or population < 1:
         raise ArgumentError(f"--population must be an int >= 1, got {population!r}.")
-    scores = []
-    for first in range(0, folds, population):
-        group = list(range(first, min(folds, first + population)))
+    outcomes: dict[int, TrialOutcome] = {}
+    first_key = population_key(config, len(pool.train_rows[0]))
+    for group in _groups(config, pool, population):
         if len(group) == 1:
-            outcomes = [train_validated(config, dirs[first], pool.splits(first), should_stop=should_stop)]
-        else:
+            outcomes[group[0]] = train_validated(config, dirs[group[0]], pool.splits(group[0]),
+                                                 should_stop=should_stop)
+        else:  # the measured population was built for fold 0's epoch length (its schedule's span)
+            same = population_key(config, len(pool.train_rows[group[0]])) == first_key
             sub = Pool(pool.x, pool.y, [pool.train_rows[k] for k in group],
                        [pool.validation_rows[k] for k in group], pool.metadata)
-            outcomes = train_together([config] * len(group), [dirs[k] for k in group], sub, should_stop=should_stop,
-                                      population=chosen)
-        for k, outcome in zip(group, outcomes):
-            if outcome.state != "complete":
-                raise DataError(f"Fold {k} of {workdir} did not complete: {outcome.error}")
-            scores.append(outcome.validation)
-            if verbose:
-                print(f"fold {k}: " + " - ".join(f"{n}: {v:.4f}" for n, v in sorted(outcome.validation.items())))
+            outcomes.update(zip(group, train_together([config] * len(group), [dirs[k] for k in group], sub,
+                                                      should_stop=should_stop, population=chosen if same else None)))
+        for k in group:
+            if outcomes[k].state != "complete":
+                raise DataError(f"Fold {k} of {workdir} did not complete: {outcomes[k].error}")
+    scores = [outcomes[k].validation for k in range(folds)]
+    if verbose:
+        for k, score in enumerate(scores):
+            print(f"fold {k}: " + " - ".join(f"{n}: {v:.4f}" for n, v in sorted(score.items())))
     result = summarize(scores)
     workdir.mkdir(parents=True, exist_ok=True)
     write_atomic(workdir / CV_FILE, json.dumps(result, indent=1))

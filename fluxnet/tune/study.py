@@ -153,17 +153,34 @@ def _check_same_experiment(exp: Experiment, study: optuna.Study) -> None:
                           f"{'; ...' if len(diff) > 8 else ''}); nothing was run. Use another --workdir.")
 
 
-def enqueue(study: optuna.Study, points: list[dict[str, Any]]) -> None:
+def enqueue(study: optuna.Study, points: list[dict[str, Any]], order: list[int] | None = None) -> None:
     """Queue the points not yet in the study (each tagged with its index; duplicates from workers that
-    queued at once are resolved at run time: the smallest-numbered trial of a point runs)."""
+    queued at once are resolved at run time: the smallest-numbered trial of a point runs), in ``order``
+    (indices; default: as listed)."""
     queued = {t.user_attrs[POINT]: t for t in study.get_trials(deepcopy=False) if POINT in t.user_attrs}
-    for i, params in enumerate(points):
+    for i in (range(len(points)) if order is None else order):
+        params = points[i]
         if i not in queued:
             study.enqueue_trial(params, user_attrs={POINT: i}, skip_if_exists=False)
         elif {k: queued[i].params.get(k, queued[i].system_attrs.get("fixed_params", {}).get(k)) for k in params} \
                 != params:
             raise ConfigError(f"Point {i} of this study was {queued[i].params or 'queued'} and is now {params}: it was "
                               "swept with another --method, --seed or space. Use another --workdir.")
+
+
+def population_order(exp: Experiment, points: list[dict[str, Any]]) -> list[int]:
+    """The points' indices with those that can share a population next to each other (in their first
+    point's place; a stable order), so that a worker's batch is one population."""
+    keys = []
+    for params in points:
+        try:
+            config = _point_config(exp, params)
+            keys.append(population_key(config, 1) if blocker(config) is None else None)
+        except ConfigError:
+            keys.append(None)
+    first: dict[str, int] = {}
+    rank = [first.setdefault(k, i) if k is not None else i for i, k in enumerate(keys)]
+    return sorted(range(len(points)), key=lambda i: (rank[i], i))
 
 
 def _owner() -> dict:
@@ -200,34 +217,42 @@ def run_worker(exp: Experiment, study: optuna.Study, n_trials: int, *, prune: bo
                verbose: int = 0, should_stop: Callable[[int], Any] | None = None,
                on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                reseed: Callable[[int], optuna.samplers.BaseSampler] | None = None,
-               population: int | None = 1, log: Callable[[str], None] | None = None) -> None:
+               population: int | None = 1, log: Callable[[str], None] | None = None,
+               until_mismatch: bool = False) -> None:
     """Run trials of ``study`` until it holds ``n_trials`` of them (see the module docstring);
     ``reseed(n)``: a fresh sampler for trial number ``n``. ``population``: trials claimed at once (asked
     together: Optuna's batch ask/tell) and trained as populations of those that differ only in traced
     values (:mod:`fluxnet.runs.population`); None claims up to :data:`AUTO_BATCH` and sizes each
     population by its memory. Stops with a ConfigError when ``n_trials`` trials failed and none
-    finished (a space or config no trial can train). ``log`` hears how each population was sized."""
+    finished (a space or config no trial can train). ``log`` hears how each population was sized;
+    ``until_mismatch``: a batch ends at a trial of another population (:func:`_claim_batch`)."""
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError(f"--trials must be an int >= 1, got {n_trials!r}.")
     if population is not None and (isinstance(population, bool) or not isinstance(population, int) or population < 1):
         raise ConfigError(f"--population must be an int >= 1, got {population!r}.")
     data_cache: dict[str, Any] = {}
+    keys: dict[int, Any] = {}
+    key_of = lambda number, params: _group_key(exp, number, params, data_cache, keys)  # noqa: E731
     while True:
         with contextlib.ExitStack() as held:
             size = 1 if exp.cv else population or AUTO_BATCH  # a cross-validated trial's folds are its population
-            batch = _claim_batch(exp, study, n_trials, count_failed, reseed, held, size)
+            batch = _claim_batch(exp, study, n_trials, count_failed, reseed, held, size,
+                                 key_of if until_mismatch else None)
             if not batch:
                 return
-            _run_batch(exp, study, batch, prune, verbose, should_stop, data_cache, on_trial, population, log)
+            _run_batch(exp, study, batch, key_of, prune, verbose, should_stop, data_cache, on_trial, population, log)
 
 
 AUTO_BATCH = 16  # trials a worker claims at once when --population is not given
 
 
 def _claim_batch(exp: Experiment, study: optuna.Study, n_trials: int, count_failed: bool, reseed, held,
-                 size: int) -> list[tuple[optuna.trial.Trial, RunLock]]:
+                 size: int, key_of: Callable | None) -> list[tuple[optuna.trial.Trial, RunLock]]:
     """Up to ``size`` trials this worker claims: orphans (left running by a dead worker) first, then newly
-    asked ones, each with its run directory locked (the locks live as long as ``held``)."""
+    asked ones, each with its run directory locked (the locks live as long as ``held``). With
+    ``key_of``, claiming stops at the first trial that cannot join the first one's population (it is
+    kept and trains alone): a sweep queues its points population by population, so a worker holds
+    one population at a time and other workers take the next ones."""
     batch: list[tuple[optuna.trial.Trial, RunLock]] = []
     tried: set[int] = set()
     while len(batch) < size:
@@ -243,6 +268,8 @@ def _claim_batch(exp: Experiment, study: optuna.Study, n_trials: int, count_fail
             claimed = _claim(exp, optuna.trial.Trial(study, orphans[0]._trial_id), held)
             if claimed is not None:
                 batch.append(claimed)
+                if key_of is not None and _batch_full(exp, batch, key_of, None):
+                    break
                 continue
         if sum(_counts(t, count_failed) for t in trials) >= n_trials:
             break
@@ -260,7 +287,23 @@ def _claim_batch(exp: Experiment, study: optuna.Study, n_trials: int, count_fail
         claimed = _claim(exp, trial, held)
         if claimed is not None:
             batch.append(claimed)
+            if key_of is not None and _batch_full(exp, batch, key_of, _next_waiting(study)):
+                break
     return batch
+
+
+def _batch_full(exp: Experiment, batch: list, key_of: Callable, waiting: optuna.trial.FrozenTrial | None) -> bool:
+    """Whether the batch ends here: its newest trial cannot share the first one's population, or the
+    next queued trial (the one ``ask`` gives next) could not."""
+    first = key_of(batch[0][0].number, spaces.suggest(batch[0][0], exp.space))
+    if first is None or key_of(batch[-1][0].number, spaces.suggest(batch[-1][0], exp.space)) != first:
+        return True
+    return waiting is not None and key_of(waiting.number, waiting.system_attrs.get("fixed_params", {})) != first
+
+
+def _next_waiting(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    waiting = [t for t in study.get_trials(deepcopy=False, states=(T.WAITING,))]
+    return min(waiting, key=lambda t: t.number) if waiting else None
 
 
 def _claim(exp: Experiment, trial: optuna.trial.Trial, held) -> tuple[optuna.trial.Trial, RunLock] | None:
@@ -275,55 +318,59 @@ def _claim(exp: Experiment, trial: optuna.trial.Trial, held) -> tuple[optuna.tri
     return trial, lock
 
 
-def _run_batch(exp: Experiment, study: optuna.Study, batch, prune: bool, verbose: int, should_stop, data_cache: dict,
-               on_trial, population: int | None, log) -> None:
+def _run_batch(exp: Experiment, study: optuna.Study, batch, key_of: Callable, prune: bool, verbose: int,
+               should_stop, data_cache: dict, on_trial, population: int | None, log) -> None:
     """Train the claimed trials -- those that can share a population together, the others one by one --
-    and tell the study each outcome."""
-    trials = [trial for trial, _ in batch]
-    try:
-        params = [spaces.suggest(trial, exp.space) for trial in trials]
-        groups = _groups(exp, trials, params, data_cache) if len(batch) > 1 and not exp.cv else None
-        if groups is None:
-            for (trial, lock), p in zip(batch, params):
-                _tell(exp, study, trial, run_trial(exp, trial, p, prune, lock, verbose, should_stop, data_cache),
-                      on_trial)
-            return
-        for failed, outcome in groups.pop("failed", []):
-            _tell(exp, study, failed, outcome, on_trial)
-        for members in groups.values():
-            _run_group(exp, study, [batch[i] for i in members], [params[i] for i in members], prune, verbose,
-                       should_stop, data_cache, on_trial, population, log)
-    except TrainingInterrupted:
-        raise  # the trials stay running; a rerun resumes them
-    except Exception as err:  # a bug: the trials are not retried forever; the traceback shows
-        for trial in trials:
-            if study._storage.get_trial(trial._trial_id).state == T.RUNNING:
-                trial.set_user_attr(ERROR, f"{type(err).__name__}: {err}")
-                study.tell(trial.number, state=T.FAIL)
-        raise
+    and tell the study each outcome. A bug fails the trials it struck (the traceback shows); the
+    batch's others stay running, to be resumed."""
+    groups: dict[Any, list[int]] = {}
+    for i, (trial, _) in enumerate(batch):
+        key = key_of(trial.number, spaces.suggest(trial, exp.space))
+        groups.setdefault(("alone", i) if key is None else key, []).append(i)
+    for members in groups.values():
+        claimed = [batch[i] for i in members]
+        try:
+            if len(claimed) == 1:
+                (trial, lock), = claimed
+                outcome = run_trial(exp, trial, spaces.suggest(trial, exp.space), prune, lock, verbose, should_stop,
+                                    data_cache)
+                _tell(exp, study, trial, outcome, on_trial)
+            else:
+                _run_group(exp, study, claimed, prune, verbose, should_stop, data_cache, on_trial, population, log)
+        except TrainingInterrupted:
+            raise  # the trials stay running; a rerun resumes them
+        except Exception as err:  # a bug: the trials are not retried forever
+            for trial, _ in claimed:
+                if study._storage.get_trial(trial._trial_id).state == T.RUNNING:
+                    trial.set_user_attr(ERROR, f"{type(err).__name__}: {err}")
+                    study.tell(trial.number, state=T.FAIL)
+            raise
 
 
-def _groups(exp: Experiment, trials, params, data_cache: dict) -> dict:
-    """The batch's trials by :func:`population_key` (lists of batch indices), and under ``"failed"``
-    the ``(trial, outcome)`` of those whose point the config cannot take."""
-    groups: dict = {}
-    for i, (trial, p) in enumerate(zip(trials, params)):
-        config = _trial_config(exp, trial, p)
-        if isinstance(config, TrialOutcome):
-            groups.setdefault("failed", []).append((trial, config))
-            continue
-        splits = _data(config, data_cache)
-        resumed = latest_meta(exp.trial_dir(trial.number)) is not None  # fresh and resumed runs train apart
-        key = (population_key(config, len(splits.train)), resumed) if blocker(config) is None else i
-        groups.setdefault(key, []).append(i)
-    return groups
+def _group_key(exp: Experiment, number: int, params: dict, data_cache: dict, keys: dict) -> Any:
+    """What the trials of one population share: :func:`population_key` and whether trial ``number``
+    resumes a checkpoint (fresh and resumed runs train apart); None for a trial that trains alone (with
+    ``--cv``, a point the config cannot take, a config a population cannot train)."""
+    if number not in keys:
+        key = None
+        if not exp.cv:
+            try:
+                config = _point_config(exp, params)
+            except ConfigError:
+                config = None
+            if config is not None and blocker(config) is None:
+                resumed = latest_meta(exp.trial_dir(number)) is not None
+                key = (population_key(config, len(_data(config, data_cache).train)), resumed)
+        keys[number] = key
+    return keys[number]
 
 
-def _run_group(exp: Experiment, study, claimed, params, prune, verbose, should_stop, data_cache, on_trial,
+def _run_group(exp: Experiment, study, claimed, prune, verbose, should_stop, data_cache, on_trial,
                population: int | None, log) -> None:
     """Train one group of trials that can share a population (in populations of ``population``, or
     sized by :func:`choose_population`) and tell the study each outcome."""
-    configs = [spaces.with_params(exp.config, p) for p in params]
+    params = [spaces.suggest(trial, exp.space) for trial, _ in claimed]
+    configs = [_point_config(exp, p) for p in params]
     splits = [_data(c, data_cache) for c in configs]
     size, chosen = population, None
     if len(claimed) > 1 and population is None:
@@ -361,15 +408,12 @@ def _tell(exp: Experiment, study: optuna.Study, trial: optuna.trial.Trial, outco
         on_trial(next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
 
 
-def _trial_config(exp: Experiment, trial: optuna.trial.Trial, params: dict) -> ConfigDict | TrialOutcome:
-    """The trial's config, or its recorded failure when the point is one the config cannot take."""
-    try:
-        config = spaces.with_params(exp.config, params)
-        check_run_config(config)
-        if exp.metric not in logged_names(config):
-            raise ConfigError(f"this point's config does not log {exp.metric!r} (no validation split?)")
-    except ConfigError as err:  # a swept value the config cannot take
-        return record_failure(exp.trial_dir(trial.number), err, 0.0, {"trial": trial.number, "params": params})
+def _point_config(exp: Experiment, params: dict) -> ConfigDict:
+    """The config of a point of the space; ConfigError when the config cannot take it."""
+    config = spaces.with_params(exp.config, params)
+    check_run_config(config)
+    if exp.metric not in logged_names(config):
+        raise ConfigError(f"this point's config does not log {exp.metric!r} (no validation split?)")
     return config
 
 
@@ -387,9 +431,10 @@ def run_trial(exp: Experiment, trial: optuna.trial.Trial, params: dict, prune: b
               should_stop, data_cache: dict) -> TrialOutcome:
     """Train ``trial`` with ``params`` into its run directory (its folds with ``exp.cv``)."""
     workdir, extra = exp.trial_dir(trial.number), {"trial": trial.number, "params": params}
-    config = _trial_config(exp, trial, params)
-    if isinstance(config, TrialOutcome):
-        return config
+    try:
+        config = _point_config(exp, params)
+    except ConfigError as err:  # a swept value the config cannot take
+        return record_failure(workdir, err, 0.0, extra)
     if exp.cv:
         return cross_validated_trial(config, workdir, exp.cv, extra=extra, should_stop=should_stop)
     callbacks = [Pruning(trial, exp.metric)] if prune else []

@@ -57,6 +57,12 @@ class Pruning(Callback):
     def __init__(self, trial, metric: str):
         self.trial, self.metric, self.pruned = trial, metric, False
 
+    def get_state(self) -> dict:  # saved with each checkpoint: a resumed pruned trial is still pruned
+        return {"pruned": self.pruned}
+
+    def set_state(self, state: dict) -> None:
+        self.pruned = bool(state.get("pruned", False))
+
     def on_epoch_end(self, epoch, logs, state):
         if self.metric in logs:
             self.trial.report(float(logs[self.metric]), epoch)
