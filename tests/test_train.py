@@ -299,6 +299,25 @@ def test_a_checkpoint_that_does_not_fit_lists_every_mismatch(tmp_path):
     assert sorted(line.strip() for line in listed) == sorted(expected)
 
 
+def test_a_checkpoint_from_before_the_weight_decay_was_injected_restores_with_its_value(tmp_path):
+    from fluxnet.train.checkpoint import _without_hyperparameters
+
+    trainer = fx.Trainer(tiny_mlp((16,)), loss=LOGITS_CE, optimizer=fx.optimizers.get("adamw", weight_decay=0.01))
+    state = trainer.init(jax.random.key(0))
+    old_layout = _without_hyperparameters(state, {"opt_state/0/hyperparams/weight_decay"})  # as written before
+    checkpointer = Checkpointer(tmp_path / "ck", monitor=None)
+    checkpointer.save(1, old_layout, meta={"epoch": 1})
+    checkpointer.wait()
+    with pytest.raises(ValueError, match="weight_decay: missing from the checkpoint"):
+        checkpointer.restore(1, trainer.abstract_state())          # without a fresh state to take it from
+    restored, _, _ = checkpointer.restore(1, trainer.abstract_state(), fresh=lambda: trainer.init(jax.random.key(1)))
+    checkpointer.close()
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+        assert np.array_equal(jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a,
+                              jax.random.key_data(b) if jnp.issubdtype(b.dtype, jax.dtypes.prng_key) else b)
+
+
 # ------------------------------------------------------------------------------------------ devices
 
 MULTI_DEVICE = textwrap.dedent("""

@@ -105,7 +105,8 @@ def open_checkpoints(config: ConfigDict, workdir: Path, *, read_only: bool = Tru
 
 def restore(trainer: Trainer, checkpointer: Checkpointer, step: int) -> tuple[TrainState, dict]:
     """``(state, meta)`` of checkpoint ``step``, with the callbacks' arrays in ``meta["arrays"]``."""
-    state, meta, arrays = checkpointer.restore(step, trainer.abstract_state())
+    state, meta, arrays = checkpointer.restore(step, trainer.abstract_state(),
+                                               fresh=lambda: trainer.init(jax.random.key(0)))
     return state, {**meta, "arrays": arrays}
 
 

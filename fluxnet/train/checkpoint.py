@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
+import optax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
@@ -80,15 +81,20 @@ class Checkpointer:
         """The JSON ``meta`` of checkpoint ``step`` alone (cheap: no arrays are read)."""
         return dict(self.manager.restore(step, args=ocp.args.Composite(meta=MetaRestore()))["meta"])
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, Any]:
+    def restore(self, step: int, abstract_state: Any, fresh: Callable[[], Any] | None = None) -> tuple[Any, dict, Any]:
         """``(state, meta, extra)`` of ``step`` restored onto the shapes, dtypes and shardings of
         ``abstract_state`` (``extra`` onto its sharding, or None if the checkpoint has none); a
-        checkpoint that does not fit raises with every mismatched path listed."""
+        checkpoint that does not fit raises with every mismatched path listed. A checkpoint written
+        before fluxnet injected an optimizer hyperparameter (``weight_decay``, a constant of the
+        optimizer then) restores with its value from ``fresh()``, a newly initialised state."""
         saved = self.manager.item_metadata(step)
-        self._check_fits(step, abstract_state, _tree_of(saved, "state"), "model/optimizer")
+        older = _older_hyperparameters(abstract_state, _tree_of(saved, "state")) if fresh is not None else {}
+        target = _without_hyperparameters(abstract_state, older) if older else abstract_state
+        self._check_fits(step, target, _tree_of(saved, "state"), "model/optimizer")
         sharding = jax.tree.leaves(abstract_state)[0].sharding
-        out = self._restore_items(step, saved, sharding, state=ocp.args.StandardRestore(abstract_state))
-        return out["state"], dict(out["meta"]), out.get("extra")
+        out = self._restore_items(step, saved, sharding, state=ocp.args.StandardRestore(target))
+        state = _with_hyperparameters(out["state"], fresh()) if older else out["state"]
+        return state, dict(out["meta"]), out.get("extra")
 
     def restore_variables(self, step: int, abstract_variables: Any) -> tuple[dict, dict, Any]:
         """``(variables, meta, extra)`` of ``step``: only the model's variables of the train state (a
@@ -123,6 +129,35 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+ADDED_HYPERPARAMETERS = ("weight_decay",)  # injected since the populations' issue; before, a constant
+
+
+def _older_hyperparameters(abstract_state: Any, saved_tree: Any) -> set[str]:
+    """The paths of hyperparameters the state injects and an older checkpoint lacks (nothing else)."""
+    saved = tree.shapes(saved_tree)
+    missing = {p for p in tree.shapes(abstract_state) if p not in saved}
+    older = {p for p in missing if p.rsplit("/", 1)[-1] in ADDED_HYPERPARAMETERS and "/hyperparams/" in p}
+    return older if older == missing else set()
+
+
+def _without_hyperparameters(state: Any, paths: set[str]) -> Any:
+    names = {p.rsplit("/", 1)[-1] for p in paths}
+    return jax.tree.map(lambda s: s._replace(hyperparams={k: v for k, v in s.hyperparams.items() if k not in names})
+                        if isinstance(s, INJECTED) else s, state, is_leaf=lambda s: isinstance(s, INJECTED))
+
+
+def _with_hyperparameters(state: Any, fresh: Any) -> Any:
+    """``state`` with the hyperparameters only ``fresh`` has (the same optimizer, newly initialised)."""
+    def add(s, f):
+        if not isinstance(s, INJECTED):
+            return s
+        return s._replace(hyperparams={**{k: v for k, v in f.hyperparams.items() if k not in s.hyperparams},
+                                       **s.hyperparams})
+
+    return jax.tree.map(add, state, fresh, is_leaf=lambda s: isinstance(s, INJECTED))
 
 
 class MetaHandler(ocp.JsonCheckpointHandler):

@@ -6,6 +6,7 @@ mid-save never leaves half a checkpoint under the final name.
 """
 from __future__ import annotations
 
+import jax
 import os
 import shutil
 import sys
@@ -114,7 +115,8 @@ class BackupAndRestore(Callback):
         steps = sorted(self._checkpointer.all_steps(), reverse=True)
         for i, step in enumerate(steps):
             try:
-                restored, meta, arrays = self._checkpointer.restore(step, trainer.abstract_state())
+                restored, meta, arrays = self._checkpointer.restore(
+                    step, trainer.abstract_state(), fresh=lambda: trainer.init(jax.random.key(0)))
             except CheckpointError:  # another model's backup: never silently skipped
                 raise
             except Exception as error:  # noqa: BLE001 -- orbax/tensorstore errors of a damaged backup

@@ -168,7 +168,8 @@ def load_model(path: str | os.PathLike):
             return model
         model.compile(optimizer=compiled["optimizer"], loss=revive(compiled["loss"], losses_lib.get),
                       metrics=revive(compiled["metrics"], metrics_lib.get), loss_weights=compiled["loss_weights"])
-        state, _, _ = ckpt.restore(step, model.trainer.abstract_state())
+        state, _, _ = ckpt.restore(step, model.trainer.abstract_state(),
+                                   fresh=lambda: model.trainer.init(jax.random.key(0)))
         model._state = state
     finally:
         ckpt.close()
