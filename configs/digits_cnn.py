@@ -29,13 +29,16 @@ def get_config() -> ConfigDict:
     config.loss = ConfigDict({"name": "sparse_categorical_crossentropy", "from_logits": True})
     config.metrics = ("accuracy",)
     config.optimizer = ConfigDict({"name": "adam", "learning_rate": 2e-3, "schedule": "cosine",
-                                   "weight_decay": None, "clipnorm": None})
+                                   "weight_decay": None, "clipnorm": None,
+                                   "mu_dtype": None})  # adam/adamw: "bfloat16" halves the first moment's memory
     config.train = ConfigDict({
         "epochs": 25,
         "batch_size": 32,
         "class_weight": None,             # None | "balanced" | {class: weight}
         "oversample": False,
         "steps_per_execution": 1,
+        "grad_accum_steps": 1,            # k > 1: each batch as k micro-batches, gradients added (memory / k)
+        "remat": "none",                  # none | full | layers: recompute activations in the backward pass
         "parallel": "sharding",           # sharding (jit over a device mesh) | pmap
         "early_stopping": {"monitor": "val_loss", "patience": 0, "restore_best_weights": True},  # 0: off
         "checkpoint": {"keep": 2, "monitor": "val_accuracy"},

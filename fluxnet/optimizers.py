@@ -12,7 +12,8 @@ name       lr      other arguments (Keras names and defaults)
 sgd        0.01    momentum=0.0, nesterov=False
 momentum   0.01    SGD with momentum=0.9 (not a Keras name)
 nesterov   0.01    SGD with momentum=0.9, nesterov=True (not a Keras name)
-adam       0.001   beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False
+adam       0.001   beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False; mu_dtype=None (fluxnet's:
+                   "bfloat16" stores the first moment in bfloat16, as big_vision's ``mu_dtype``)
 adamw      0.001   as adam, weight_decay=0.004
 rmsprop    0.001   rho=0.9, momentum=0.0, epsilon=1e-7, centered=False
 adagrad    0.001   initial_accumulator_value=0.1, epsilon=1e-7
@@ -79,22 +80,32 @@ class KerasAdamState(NamedTuple):
     nu_max: optax.Updates | None
 
 
+MU_DTYPES = ("float32", "bfloat16", "float16")
+
+
 def scale_by_keras_adam(beta_1: float, beta_2: float, epsilon: float,
-                        amsgrad: bool = False) -> optax.GradientTransformation:
+                        amsgrad: bool = False, mu_dtype: str | None = None) -> optax.GradientTransformation:
     """Adam's direction with Keras' epsilon placement: ``m * c / (sqrt(v) + eps)``.
 
-    ``c = sqrt(1 - beta_2**t) / (1 - beta_1**t)``; multiply by ``-lr`` for the update.
+    ``c = sqrt(1 - beta_2**t) / (1 - beta_1**t)``; multiply by ``-lr`` for the update. ``mu_dtype``
+    (big_vision's option, e.g. "bfloat16") stores the first moment in that dtype, halving its memory;
+    it is updated and used in the parameters' dtype.
     """
+    if mu_dtype is not None and mu_dtype not in MU_DTYPES:
+        raise unknown_name_error("mu_dtype", mu_dtype, MU_DTYPES)
+
+    def stored(m):
+        return m if mu_dtype is None else m.astype(mu_dtype)
 
     def init_fn(params):
         zeros = optax.tree.zeros_like(params)
-        return KerasAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros,
+        return KerasAdamState(count=jnp.zeros([], jnp.int32), mu=jax.tree.map(stored, zeros), nu=zeros,
                               nu_max=zeros if amsgrad else None)
 
     def update_fn(updates, state, params=None):
         del params
         count = optax.safe_increment(state.count)
-        mu = jax.tree.map(lambda g, m: m + (g - m) * (1 - beta_1), updates, state.mu)
+        mu = jax.tree.map(lambda g, m: m.astype(g.dtype) + (g - m.astype(g.dtype)) * (1 - beta_1), updates, state.mu)
         nu = jax.tree.map(lambda g, v: v + (jnp.square(g) - v) * (1 - beta_2), updates, state.nu)
         nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
 
@@ -104,7 +115,7 @@ def scale_by_keras_adam(beta_1: float, beta_2: float, epsilon: float,
             return m * correction / (jnp.sqrt(v) + epsilon)
 
         updates = jax.tree.map(direction, mu, nu_max if amsgrad else nu)
-        return updates, KerasAdamState(count=count, mu=mu, nu=nu, nu_max=nu_max)
+        return updates, KerasAdamState(count=count, mu=jax.tree.map(stored, mu), nu=nu, nu_max=nu_max)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -136,8 +147,8 @@ def _sgd(learning_rate=0.01, momentum=0.0, nesterov=False):
     return optax.chain(optax.scale(-learning_rate), optax.trace(decay=momentum, nesterov=nesterov))
 
 
-def _adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False):
-    return optax.chain(scale_by_keras_adam(beta_1, beta_2, epsilon, amsgrad),
+def _adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, mu_dtype=None):
+    return optax.chain(scale_by_keras_adam(beta_1, beta_2, epsilon, amsgrad, mu_dtype),
                        optax.scale(-learning_rate))
 
 
@@ -202,6 +213,10 @@ def _check_number(owner: str, arg: str, value: Any, *, positive: bool = False) -
 
 def _check_hyperparameters(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]):
     for arg, value in given.items():
+        if arg == "mu_dtype":  # a dtype name
+            if value is not None and value not in MU_DTYPES:
+                raise unknown_name_error(f"{owner}: mu_dtype", value, MU_DTYPES)
+            continue
         if isinstance(defaults[arg], bool):
             if not isinstance(value, bool):
                 raise ArgumentTypeError(f"{owner}: {arg} must be True or False, got {value!r}.")

@@ -266,3 +266,23 @@ def test_errors_and_pass_through():
         fo.build_optimizer({"learning_rate": 0.1}, total_steps=10)
     with pytest.raises(ValueError, match="total_steps must be a positive int"):
         fo.build_optimizer({"name": "adam"}, total_steps=0)
+
+
+def test_adam_can_keep_its_first_moment_in_bfloat16():
+    params = {"w": jnp.linspace(-1.0, 1.0, 64, dtype=jnp.float32)}
+    grads = [{"w": jnp.sin(jnp.arange(64, dtype=jnp.float32) * (i + 1))} for i in range(5)]
+    outs = {}
+    for mu_dtype in (None, "bfloat16"):
+        tx = fo.get("adam", learning_rate=1e-2, mu_dtype=mu_dtype)
+        state, p = tx.init(params), params
+        for g in grads:
+            updates, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, updates)
+        mu = jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, fo.KerasAdamState))
+        mu = next(s.mu for s in mu if isinstance(s, fo.KerasAdamState))
+        outs[mu_dtype] = (p["w"], mu["w"].dtype)
+    assert outs[None][1] == jnp.float32 and outs["bfloat16"][1] == jnp.bfloat16   # half the memory
+    np.testing.assert_allclose(outs["bfloat16"][0], outs[None][0], atol=2e-4)     # the update is in float32
+    assert not np.array_equal(outs["bfloat16"][0], outs[None][0])
+    with pytest.raises(ValueError, match="mu_dtype"):
+        fo.get("adam", mu_dtype="int8")

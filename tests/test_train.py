@@ -377,3 +377,47 @@ def test_data_parallel_equals_one_device(digits_tfds_dir, digits_splits):
     for key in ("loss", "accuracy"):
         np.testing.assert_allclose(out["mlp_pmap"][key], out["mlp"][key], rtol=1e-4)
         np.testing.assert_allclose(out["mlp_pmap_odd"][key], out["mlp_odd"][key], rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ memory
+
+def _fit_params(x, y, **trainer_args):
+    trainer = fx.Trainer(tiny_mlp(), loss=LOGITS_CE, optimizer=optax.sgd(0.1), metrics=["accuracy"], **trainer_args)
+    state, history = trainer.fit(trainer.init(jax.random.key(0)), (x, y), epochs=2, batch_size=64, verbose=0,
+                                 shuffle=False)
+    return trainer, jax.device_get(state.params), history.history
+
+
+def test_gradient_accumulation_equals_one_big_batch_in_a_quarter_of_the_memory():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(250, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 250)  # a last batch of 58
+    _, big, big_history = _fit_params(x, y)
+    trainer, accumulated, history = _fit_params(x, y, grad_accum_steps=4)
+    for a, b in zip(jax.tree.leaves(accumulated), jax.tree.leaves(big)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for key in big_history:
+        np.testing.assert_allclose(history[key], big_history[key], rtol=1e-6, err_msg=key)
+    batch = {"x": np.zeros((256, 8, 8, 1), np.float32), "y": np.zeros(256, np.int64)}
+    one = fx.Trainer(tiny_mlp((512,)), loss=LOGITS_CE)
+    four = fx.Trainer(tiny_mlp((512,)), loss=LOGITS_CE, grad_accum_steps=4)
+    temp = [t.train_step.lower(t.init(jax.random.key(0)), batch).compile().memory_analysis().temp_size_in_bytes
+            for t in (one, four)]
+    assert temp[1] < 0.5 * temp[0], temp                               # one micro-batch's activations at a time
+    with pytest.raises(ValueError, match="does not split into grad_accum_steps=3"):
+        trainer = fx.Trainer(tiny_mlp(), loss=LOGITS_CE, grad_accum_steps=3)
+        trainer.fit(trainer.init(jax.random.key(0)), (x, y), batch_size=64, verbose=0)
+
+
+@pytest.mark.parametrize("remat", ["full", "layers"])
+def test_rematerialisation_recomputes_the_forward_pass_with_the_same_result(remat):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(128, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 128)
+    _, plain, _ = _fit_params(x, y)
+    trainer, recomputed, _ = _fit_params(x, y, remat=remat)
+    for a, b in zip(jax.tree.leaves(recomputed), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    state, batch = trainer.init(jax.random.key(0)), {"x": x[:64], "y": y[:64]}
+    plain_text = _fit_params(x[:64], y[:64])[0].train_step.lower(state, batch).as_text()
+    assert trainer.train_step.lower(state, batch).as_text().count("dot_general") > plain_text.count("dot_general")
+    with pytest.raises(ValueError, match="remat mode"):
+        fx.Trainer(tiny_mlp(), loss=LOGITS_CE, remat="some")

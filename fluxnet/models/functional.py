@@ -354,12 +354,15 @@ class Model(KerasMethods, Layer):
 
     # ------------------------------------------------------------------------------ forward
     def apply(self, variables: Variables, inputs: Any, training: bool = False,
-              rng: jax.Array | None = None, mask: jax.Array | None = None) -> tuple[Any, Variables]:
+              rng: jax.Array | None = None, mask: jax.Array | None = None, remat: bool = False
+              ) -> tuple[Any, Variables]:
         """Run the graph: ``(outputs, state)``; state holds the non-trainable collections, updated
         in training (BatchNormalization's moving statistics). Randomness comes from ``rng`` folded with
         each layer's name, so the same key gives the same dropout masks. A call made with its own
         ``training=`` runs in that mode. ``mask`` (bool, shape ``(batch,)``, False for rows that only pad
-        the batch) goes to the layers with ``accepts_mask`` (BatchNormalization's statistics skip them)."""
+        the batch) goes to the layers with ``accepts_mask`` (BatchNormalization's statistics skip them).
+        ``remat=True`` wraps each layer in ``jax.checkpoint``: a gradient recomputes the layer's
+        activations from its input instead of keeping them (a nested model is one block)."""
         arrays = self._check_inputs(inputs)
         self._check_variables(variables)
         mask = self._check_mask(mask, arrays)
@@ -375,8 +378,11 @@ class Model(KerasMethods, Layer):
             layer_vars = {c: sub[layer.name] for c, sub in variables.items() if layer.name in sub}
             node_training = training if node.training is None else node.training
             extra = {"mask": mask} if mask is not None and layer.accepts_mask else {}
-            out, upd = layer.apply(layer_vars, args, training=node_training and not layer.inference_mode,
-                                   rng=layer_rng(rng, layer.name, node.call_index), **extra)
+            mode = node_training and not layer.inference_mode
+            call = lambda v, a, r, layer=layer, mode=mode, extra=extra: layer.apply(  # noqa: E731
+                v, a, training=mode, rng=r, **extra)
+            out, upd = (jax.checkpoint(call) if remat else call)(layer_vars, args,
+                                                                  layer_rng(rng, layer.name, node.call_index))
             values[id(node.output)] = out
             for collection, value in upd.items():
                 updates.setdefault(collection, {})[layer.name] = value

@@ -88,7 +88,8 @@ def build_trainer(config: ConfigDict, model: Model, steps: int, optimizer: Any =
     return Trainer(model, loss=loss, optimizer=build_optimizer(config, steps) if optimizer is None else optimizer,
                    metrics=list(config.metrics), augment=build_augment(config, model.outputs[0].shape[-1]),
                    steps_per_execution=config.train.steps_per_execution, param_groups=param_groups,
-                   parallel=config.train.get("parallel", "sharding"))
+                   parallel=config.train.get("parallel", "sharding"),
+                   grad_accum_steps=config.train.get("grad_accum_steps", 1), remat=config.train.get("remat", "none"))
 
 
 def early_stopping(config: ConfigDict) -> EarlyStopping | None:

@@ -28,7 +28,7 @@ from fluxnet.runs.config import save_config, to_json
 from fluxnet.runs.lock import RunLock
 from fluxnet.runs.schema import check_run_config
 from fluxnet.runs.workdir import (CHECKPOINT_DIR, CONFIG_FILE, DAMAGED_DIR, MODEL_FILE, check_workdir,
-                                  open_checkpoints, restore, restore_newest, restore_step)
+                                  open_checkpoints, restore, restore_newest)
 from fluxnet.train import Callback, History, Trainer
 from fluxnet.train.faults import CrashPoint
 from fluxnet.train.state import TrainState

@@ -227,7 +227,8 @@ def fit_population(configs: Sequence[ConfigDict], workdirs: Sequence[Path], mode
         for note in notes:
             print(note, file=sys.stderr)
         opened = [open_run(c, w, model, f, int(s.epoch)) for c, w, f, s in zip(configs, workdirs, fingerprints, states)]
-        checkpointers = [_OwnScale(checkpointer, _scale_ratio(c, first)) for c, (checkpointer, _) in zip(configs, opened)]
+        checkpointers = [_OwnScale(checkpointer, _scale_ratio(c, first))
+                         for c, (checkpointer, _) in zip(configs, opened)]
         try:
             final, histories = population.fit(
                 members, (pool.x, pool.y), batch_size=first.train.batch_size, until=first.train.epochs,

@@ -22,7 +22,8 @@ GROUPS = ("data", "loss", "optimizer", "train")  # and "model", or the "transfer
 OPTIONAL = frozenset({
     "data.data_dir", "data.splits.validation", "data.image_size", "data.classes",
     "data.train_per_class", "data.preprocess.rescale", "augment", "optimizer.learning_rate", "optimizer.schedule",
-    "optimizer.weight_decay", "optimizer.clipnorm", "optimizer.clipvalue", "optimizer.global_clipnorm",
+    "optimizer.weight_decay", "optimizer.mu_dtype", "optimizer.clipnorm", "optimizer.clipvalue",
+    "optimizer.global_clipnorm",
     "train.class_weight", "train.early_stopping", "train.checkpoint.monitor", "pretrain.name", "pretrain.zoo",
     "transfer.zoo", "transfer.fine_tune_layers",
 })
@@ -101,6 +102,8 @@ def check_run_config(config: ConfigDict) -> None:
         raise ConfigError(f"Config key 'seed' must be below 2**32, got {_get(config, 'seed')}.")
     for key in ("train.epochs", "train.batch_size", "train.steps_per_execution", "train.checkpoint.keep"):
         _int(config, key, minimum=1)
+    if _get(config, "train.grad_accum_steps") is not None:
+        _int(config, "train.grad_accum_steps", minimum=1)
     _int(config, "data.train_per_class", minimum=1, optional=True)
     for key in ("optimizer.learning_rate", "data.preprocess.rescale"):
         value = _get(config, key)

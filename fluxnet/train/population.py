@@ -75,7 +75,8 @@ class Population:
                                 "parallel='sharding'.")
         self.trainer = trainer
         step = make_train_step(trainer.model, trainer.objective, trainer.tx, trainer.augment,
-                               loss_fns=trainer.train_loss_fns)
+                               loss_fns=trainer.train_loss_fns, grad_accum_steps=trainer.grad_accum_steps,
+                               remat=trainer.remat)
 
         def member_step(state: TrainState, batch: dict):
             new, metrics = step(state, batch)

@@ -29,10 +29,21 @@ def _apply(model, variables: dict, x: Any, mask: jax.Array | None, **kwargs) -> 
     return model.apply(variables, x, **kwargs) if mask is None else model.apply(variables, x, mask=mask, **kwargs)
 
 
+REMAT = ("none", "full", "layers")
+
+
 def make_train_step(model, objective: Objective, tx: optax.GradientTransformation,
                     augment: Augment | None = None, axis_name: str | None = None,
-                    loss_fns: Sequence[Callable] | None = None):
+                    loss_fns: Sequence[Callable] | None = None, grad_accum_steps: int = 1, remat: str = "none"):
     """The train step: augmentation (if any), forward in training mode, loss over real rows, update.
+
+    ``grad_accum_steps`` k > 1 splits the batch into k micro-batches, run one after another
+    (``lax.scan``: one micro-batch's activations live at a time) and adds their gradients, each
+    weighted by its share of the batch's real rows, so the update is the whole batch's (within float
+    rounding); BatchNormalization's batch statistics are each micro-batch's, its moving statistics
+    updated k times. ``remat`` trades compute for memory: "full" recomputes the forward pass in the
+    backward one (``jax.checkpoint`` of the loss), "layers" recomputes each top-level layer (a
+    nested model is one block) from its input.
 
     The optimizer gets the batch's loss as ``value`` (``optax.contrib.reduce_on_plateau`` reads it;
     other transforms ignore it). ``loss_fns`` replaces the objective's losses (MixUp's dense ones).
@@ -56,14 +67,20 @@ def make_train_step(model, objective: Objective, tx: optax.GradientTransformatio
             count = jnp.sum(mask.astype(jnp.float32))
             share = count * jax.lax.psum(1, axis_name) / jnp.maximum(jax.lax.psum(count, axis_name), 1.0)
 
-        def objective_fn(params):
-            preds, model_state = _apply(model, {"params": params, **state.model_state}, x, mask, training=True,
-                                        rng=model_key)
+        def objective_fn(params, model_state, x, y, mask, weight, key, scale):
+            preds, model_state = _apply(model, {"params": params, **model_state}, x, mask, training=True,
+                                        rng=key, **({"remat": True} if remat == "layers" else {}))
             total, parts = objective.loss(y, preds, weight, mask, loss_fns)
-            return (total if share is None else total * share), (total, parts, preds, model_state)
+            return total * scale, (total, parts, preds, model_state)
 
-        (_, (loss, parts, preds, model_state)), grads = jax.value_and_grad(objective_fn, has_aux=True)(state.params)
-        metrics = objective.sums(loss, parts, y, preds, mask, weight)
+        grad_fn = jax.value_and_grad(jax.checkpoint(objective_fn) if remat == "full" else objective_fn, has_aux=True)
+        if grad_accum_steps == 1:
+            (_, (loss, parts, preds, model_state)), grads = grad_fn(
+                state.params, state.model_state, x, y, mask, weight, model_key, 1.0 if share is None else share)
+            metrics = objective.sums(loss, parts, y, preds, mask, weight)
+        else:
+            loss, grads, model_state, metrics = _accumulated(grad_fn, objective, state, x, y, mask, weight,
+                                                             model_key, share, grad_accum_steps)
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
             model_state = jax.tree.map(lambda v: jax.lax.pmean(v, axis_name)
@@ -76,6 +93,29 @@ def make_train_step(model, objective: Objective, tx: optax.GradientTransformatio
         return state, metrics
 
     return train_step
+
+
+def _accumulated(grad_fn, objective: Objective, state: TrainState, x, y, mask, weight, key, share, k: int):
+    """``(loss, grads, model_state, metric sums)`` of the batch from ``k`` micro-batches in turn."""
+    rows = jax.tree.leaves(x)[0].shape[0]
+    split = lambda a: a.reshape(k, rows // k, *a.shape[1:])  # noqa: E731
+    real = jnp.ones((rows,), bool) if mask is None else mask
+    total_rows = jnp.maximum(jnp.sum(real.astype(jnp.float32)), 1.0)
+    micro = {"x": jax.tree.map(split, x), "y": jax.tree.map(split, y), "mask": split(real),
+             "weight": None if weight is None else split(weight), "i": jnp.arange(k)}
+
+    def one(carry, b):
+        grads, model_state, loss = carry
+        scale = jnp.sum(b["mask"].astype(jnp.float32)) / total_rows * (1.0 if share is None else share)
+        mb_mask = None if mask is None else b["mask"]
+        (part, (total, parts, preds, model_state)), g = grad_fn(
+            state.params, model_state, b["x"], b["y"], mb_mask, b["weight"], jax.random.fold_in(key, b["i"]), scale)
+        sums = objective.sums(total, parts, b["y"], preds, mb_mask, b["weight"])
+        return (jax.tree.map(jnp.add, grads, g), model_state, loss + part / (1.0 if share is None else share)), sums
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (grads, model_state, loss), sums = jax.lax.scan(one, (zeros, state.model_state, jnp.zeros((), jnp.float32)), micro)
+    return loss, grads, model_state, jax.tree.map(lambda a: jnp.sum(a, axis=0), sums)
 
 
 def make_eval_step(model, objective: Objective):

@@ -33,7 +33,8 @@ from fluxnet.train.epoch_iterator import EpochIterator
 from fluxnet.train.faults import CrashPoint
 from fluxnet.train.objective import Objective
 from fluxnet.train.state import TrainState, create_state
-from fluxnet.train.steps import finalize, fuse_steps, make_eval_step, make_predict_step, make_train_step, sum_metrics
+from fluxnet.train.steps import (REMAT, finalize, fuse_steps, make_eval_step, make_predict_step, make_train_step,
+                                 sum_metrics)
 
 PARALLEL = ("sharding", "pmap")
 
@@ -72,6 +73,10 @@ class Trainer:
     names to group labels and ``optimizer`` then maps each label to its transform or name (e.g. a smaller
     learning rate for a pretrained backbone). ``augment(key, x, y) -> (x, y)`` runs on the device inside
     the train step. ``steps_per_execution > 1`` fuses that many steps per dispatch (measure first).
+    ``grad_accum_steps`` k splits each batch into k micro-batches whose gradients add up to the
+    batch's (the memory of a batch k times smaller; ``batch_size`` must divide by k); ``remat``
+    ("none", "full", "layers") recomputes activations in the backward pass instead of keeping them
+    (``steps.make_train_step``).
 
     ``parallel``: ``"sharding"`` (default) jits the step over a ``("data",)`` mesh: XLA all-reduces the
     gradients and BatchNormalization normalises over the global batch, so results equal one device's.
@@ -84,7 +89,7 @@ class Trainer:
                  optimizer: str | optax.GradientTransformation | Mapping = "adam", metrics: Any = (), *,
                  loss_weights: Any = None, augment: Callable | None = None, devices: Sequence | None = None,
                  steps_per_execution: int = 1, parallel: str = "sharding",
-                 param_groups: Mapping[str, str] | None = None):
+                 param_groups: Mapping[str, str] | None = None, grad_accum_steps: int = 1, remat: str = "none"):
         if not isinstance(model, Model):
             raise ArgumentTypeError(f"Trainer needs a fluxnet Model or Sequential, got {type(model).__name__}.")
         if parallel not in PARALLEL:
@@ -103,6 +108,12 @@ class Trainer:
                 or steps_per_execution < 1:
             raise ArgumentError(f"steps_per_execution must be an int >= 1, got {steps_per_execution!r}.")
         self.steps_per_execution = int(steps_per_execution)
+        if isinstance(grad_accum_steps, bool) or not isinstance(grad_accum_steps, numbers.Integral) \
+                or grad_accum_steps < 1:
+            raise ArgumentError(f"grad_accum_steps must be an int >= 1, got {grad_accum_steps!r}.")
+        if remat not in REMAT:
+            raise unknown_name_error("remat mode", remat, REMAT)
+        self.grad_accum_steps, self.remat = int(grad_accum_steps), remat
         self.batches = EpochIterator(self.mesh, parallel)
         replicated = sharding.replicated(self.mesh)
         # MixUp/CutMix turn labels into soft one-hot targets: train on the loss' dense equivalent.
@@ -110,7 +121,7 @@ class Trainer:
         self.train_loss_fns = dense = ([losses_lib.dense_equivalent(fn) for fn in objective.loss_fns]
                                        if getattr(augment, "mixes_labels", False) else None)
         train_step = make_train_step(model, objective, tx, augment, axis_name="data" if parallel == "pmap" else None,
-                                     loss_fns=dense)
+                                     loss_fns=dense, grad_accum_steps=self.grad_accum_steps, remat=remat)
         single = sharding.batch_sharded(self.mesh)
 
         def compile_step(fn: Callable, batch_sharding: jax.sharding.Sharding) -> Callable:
@@ -324,8 +335,11 @@ class Trainer:
 
         batches = batches_of(batch_size)
         if batches.examples_per_epoch < batch_size:  # fewer examples than a batch: one smaller batch (Keras)
-            devices = self.mesh.devices.size
+            devices = self.mesh.devices.size * self.grad_accum_steps
             batches = batches_of(-(-batches.examples_per_epoch // devices) * devices)
+        if batches.batch_size % self.grad_accum_steps:
+            raise ArgumentError(f"batch_size {batches.batch_size} does not split into grad_accum_steps="
+                                f"{self.grad_accum_steps} equal micro-batches; use a multiple of it.")
         if validation_data is not None:
             vx, vy = as_xy(validation_data, "validation_data")
             if vy is None:
