@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fluxnet import runs, tune
 from fluxnet.cli.args import add_config
+from fluxnet.runs import compilation_cache
 from fluxnet.runs.signals import StopSignals
 from fluxnet.tune.study import PRUNERS, SAMPLERS
 
@@ -68,6 +69,7 @@ def _setup(args):
     # workers sharing one accelerator must not each take most of its memory up front
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     config = runs.resolve_config(args.config, args.overrides)
+    compilation_cache.configure(config)
     workdir = args.workdir or str(Path("runs") / (Path(args.config).stem + args.suffix))
     return config, workdir
 

@@ -23,13 +23,15 @@ from fluxnet.data.splits import Split
 from fluxnet.errors import AlreadyExistsError
 from fluxnet.models import Model
 from fluxnet.runs.baselines import baselines
-from fluxnet.runs.build import build_optimizer, configured_model, epoch_examples, prepare_data, steps_per_epoch
+from fluxnet.runs.build import (TENSORBOARD_DIR, build_optimizer, configured_model, epoch_examples, prepare_data,
+                                steps_per_epoch)
 from fluxnet.runs.fit import FitResult, fit_run
 from fluxnet.runs.lock import RunLock
 from fluxnet.runs.report import write_report
 from fluxnet.runs.schema import check_reportable, check_run_config
 from fluxnet.runs.signals import StopSignals
 from fluxnet.runs.workdir import check_workdir
+from fluxnet.train.callbacks import Profile
 from fluxnet.train.faults import CrashPoint
 from fluxnet.transfer import build_transfer_model, configure, pretrained
 from fluxnet.tree import plain
@@ -77,8 +79,9 @@ def _warn_if_short(config: ConfigDict, train: Split) -> None:
 
 
 def train(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
-          crash_at: CrashPoint | None = None, should_stop: StopSignals | None = None) -> dict:
-    """``fluxnet train``: the configured model on the configured data, with a run directory."""
+          crash_at: CrashPoint | None = None, should_stop: StopSignals | None = None, profile: bool = False) -> dict:
+    """``fluxnet train``: the configured model on the configured data, with a run directory;
+    ``profile``: a ``jax.profiler`` trace of a few steps into its TensorBoard folder."""
     workdir = Path(workdir)
     with RunLock(workdir) as lock:
         _claim(config, workdir, lock)
@@ -86,8 +89,9 @@ def train(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
         model = configured_model(config, splits.metadata)
         if verbose:
             model.summary()
+        callbacks = [Profile(str(workdir / TENSORBOARD_DIR))] if profile else []
         return _fit_and_report(config, workdir, lock, model, splits, verbose=verbose, crash_at=crash_at,
-                               should_stop=should_stop)[1]
+                               should_stop=should_stop, callbacks=callbacks)[1]
 
 
 def pretrain(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,

@@ -24,7 +24,8 @@ OPTIONAL = frozenset({
     "data.train_per_class", "data.preprocess.rescale", "augment", "optimizer.learning_rate", "optimizer.schedule",
     "optimizer.weight_decay", "optimizer.mu_dtype", "optimizer.clipnorm", "optimizer.clipvalue",
     "optimizer.global_clipnorm",
-    "train.class_weight", "train.early_stopping", "train.checkpoint.monitor", "pretrain.name", "pretrain.zoo",
+    "train.class_weight", "train.early_stopping", "train.compilation_cache", "train.checkpoint.monitor",
+    "pretrain.name", "pretrain.zoo",
     "transfer.zoo", "transfer.fine_tune_layers",
 })
 

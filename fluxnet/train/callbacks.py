@@ -341,6 +341,41 @@ class TensorBoard(Callback):
             self._writer = None
 
 
+class Profile(Callback):
+    """A ``jax.profiler`` trace of ``steps`` training steps from step ``start`` (1-based, counted in the
+    first epoch trained; the first steps compile) into ``log_dir`` (``plugins/profile/``, which
+    TensorBoard's profile plugin and Perfetto read). While it traces, each step ends with a device
+    sync, so the trace shows each step whole."""
+
+    def __init__(self, log_dir: str, start: int = 3, steps: int = 5):
+        self.log_dir, self.start, self.steps = log_dir, start, steps
+        self._tracing, self._done, self._first = False, False, 0
+
+    def on_train_batch_end(self, batch, logs):
+        if self._done:
+            return None
+        if not self._tracing and batch + 1 >= self.start:
+            jax.profiler.start_trace(self.log_dir)
+            self._tracing, self._first = True, batch
+        elif self._tracing and batch - self._first >= self.steps:
+            self._stop()
+        return None
+
+    def on_epoch_end(self, epoch, logs, state):  # an epoch shorter than the trace ends it
+        if self._tracing:
+            self._stop()
+        self._done = True
+        return None
+
+    def on_train_end(self, state):
+        if self._tracing:
+            self._stop()
+
+    def _stop(self) -> None:
+        jax.profiler.stop_trace()
+        self._tracing, self._done = False, True
+
+
 class LastEpochState(Callback):
     """Keeps a copy of the state after each completed epoch (``self.state``), so that a fit that fails
     or is interrupted later still leaves the training done so far (``model.fit`` uses it, as Keras
