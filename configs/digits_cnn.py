@@ -39,6 +39,7 @@ def get_config() -> ConfigDict:
         "steps_per_execution": 1,
         "grad_accum_steps": 1,            # k > 1: each batch as k micro-batches, gradients added (memory / k)
         "remat": "none",                  # none | full | layers: recompute activations in the backward pass
+        "dtype_policy": "float32",        # float32 | mixed_bfloat16 | mixed_float16 | bfloat16 (Keras' names)
         "compilation_cache": "auto",      # compiled steps kept on disk: auto (~/.cache/fluxnet/jax) | DIR | None
         "parallel": "sharding",           # sharding (jit over a device mesh) | pmap
         "early_stopping": {"monitor": "val_loss", "patience": 0, "restore_best_weights": True},  # 0: off

@@ -110,9 +110,10 @@ def scale_by_keras_adam(beta_1: float, beta_2: float, epsilon: float,
         nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
 
         def direction(m, v):
-            t = count.astype(m.dtype)
+            # the bias correction in float32 whatever the moments' dtype: in bfloat16 beta_2 = 0.999 is 1.0
+            t = count.astype(jnp.promote_types(m.dtype, jnp.float32))
             correction = jnp.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
-            return m * correction / (jnp.sqrt(v) + epsilon)
+            return (m * correction / (jnp.sqrt(v) + epsilon)).astype(m.dtype)
 
         updates = jax.tree.map(direction, mu, nu_max if amsgrad else nu)
         return updates, KerasAdamState(count=count, mu=jax.tree.map(stored, mu), nu=nu, nu_max=nu_max)

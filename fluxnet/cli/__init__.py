@@ -21,7 +21,6 @@ import argparse
 import logging
 import sys
 
-import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
 from fluxnet.cli import augment_preview, baseline, errors, evaluate, experiments, summary, train
@@ -38,6 +37,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_tfds() -> None:
+    """Preparing a data set: fluxnet's own progress is enough (tfds is optional for in-memory data)."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        return
+    tfds.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
@@ -48,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     absl_logging.set_verbosity(absl_logging.FATAL)  # orbax logs what fluxnet then reports in one line
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # "exception was never retrieved" of failed reads
-    tfds.disable_progress_bar()  # preparing a data set: fluxnet's own progress is enough
+    _quiet_tfds()
     sys.unraisablehook = errors.quiet_closed_loop_reports(sys.unraisablehook)
     try:
         initialize_distributed()

@@ -12,13 +12,17 @@
 Modules: ``sources`` (names -> tfds builders -> arrays), ``digits`` (bundled data set),
 ``image_folder`` (class sub-folders, PIL), ``images`` (single-image PIL helpers), ``splits``,
 ``load`` (``load_dataset``), ``preprocess``, ``checks``, ``imbalance``, ``batching``, ``prefetch``.
+
+Importing it does not import tensorflow-datasets: the functions that read data sets by name or from
+folders do (``optional``), and the tfds builder classes ``Digits`` and ``ImageFolder`` are defined on
+first use. In-memory numpy arrays need neither tensorflow-datasets nor array_record.
 """
+from fluxnet.data import digits, image_folder  # noqa: F401 (their tfds builder classes are made on first use)
 from fluxnet.data.batching import BatchIterator, num_batches
 from fluxnet.data.checks import check_labels, validate, validate_splits
-from fluxnet.data.digits import Digits
-from fluxnet.data.image_folder import ImageFolder
 from fluxnet.data.imbalance import class_weights_balanced, oversample_indices
 from fluxnet.data.load import load_dataset
+from fluxnet.data.optional import tfds_installed
 from fluxnet.data.prefetch import Prefetcher
 from fluxnet.data.preprocess import (Preprocessing, Preprocessor, channel_stats, fit_preprocessor,
                                      normalize, preprocess_splits, rescale, resize)
@@ -34,3 +38,19 @@ __all__ = [
     "read_split", "rescale", "resize", "split_spec_arg", "validate", "validate_splits", "select_classes",
     "limit_per_class",
 ]
+
+_BUILDERS = {"Digits": digits, "ImageFolder": image_folder}
+if not tfds_installed():  # a star import then leaves out the classes it could not make
+    __all__ = [name for name in __all__ if name not in _BUILDERS]
+
+
+def __getattr__(name: str):
+    if name in _BUILDERS:  # tfds builder classes: making them imports tensorflow-datasets
+        value = getattr(_BUILDERS[name], name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_BUILDERS})

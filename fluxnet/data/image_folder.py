@@ -19,6 +19,9 @@ Each prepared copy lives under ``<data_dir>/fluxnet_image_folder/<folder name>_<
 fingerprint covers the folder's path, every file's path, size and modification time, ``image_size``
 and ``color_mode``, so a changed folder is prepared again and an unchanged one is read back as is.
 All images form the single tfds split ``train``.
+
+The builder class ``ImageFolder`` is defined on first use (``fluxnet.data.image_folder.ImageFolder``), so
+that importing this module does not import tensorflow-datasets (``scan_image_folder`` needs none).
 """
 from __future__ import annotations
 
@@ -27,9 +30,8 @@ import os
 import re
 from pathlib import Path
 
-import tensorflow_datasets as tfds
-
 from fluxnet.data.images import CHANNELS, color_mode_arg, image_size_arg, read_image, resize_uint8, to_pil
+from fluxnet.data.optional import defined_once, tfds as import_tfds
 from fluxnet.errors import DataError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -85,54 +87,67 @@ def _fingerprint(root: Path, files: list[tuple[str, int]], image_size, color_mod
     return digest.hexdigest()[:16]
 
 
-class ImageFolder(tfds.core.GeneratorBasedBuilder):
-    """tfds builder over a folder of class sub-folders (see the module docstring)."""
+def __getattr__(name: str):
+    if name == "ImageFolder":
+        return defined_once(globals(), name, _define_image_folder)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    name = "fluxnet_image_folder"
-    VERSION = tfds.core.Version("1.0.0")
 
-    def __init__(self, root: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None,
-                 color_mode: str = "rgb", data_dir: str | os.PathLike | None = None):
-        self.root = Path(root).expanduser().resolve()
-        self.color_mode = color_mode_arg(color_mode)
-        self.image_size = None if image_size is None else image_size_arg(image_size)
-        self.class_names, self.files = scan_image_folder(self.root)
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", self.root.name).strip("_") or "folder"
-        config = tfds.core.BuilderConfig(
-            name=f"{slug}_{_fingerprint(self.root, self.files, self.image_size, self.color_mode)}",
-            description=f"images of {str(self.root)!r}")
-        super().__init__(data_dir=data_dir, config=config)
+def _define_image_folder() -> type:
+    """The tfds builder class ``ImageFolder`` (imports tensorflow-datasets)."""
+    tfds = import_tfds()
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        height, width = self.image_size or (None, None)
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=f"Labelled images read from {str(self.root)!r}.",
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(height, width, CHANNELS[self.color_mode])),
-                "label": tfds.features.ClassLabel(names=self.class_names),
-            }),
-            supervised_keys=("image", "label"),
-        )
+    class ImageFolder(tfds.core.GeneratorBasedBuilder):
+        """tfds builder over a folder of class sub-folders (see the module docstring)."""
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # everything is local
-        return {"train": self._generate_examples()}
+        name = "fluxnet_image_folder"
+        VERSION = tfds.core.Version("1.0.0")
 
-    def _generate_examples(self):
-        first = None
-        for relpath, label in self.files:
-            image = read_image(self.root / relpath, self.color_mode)
-            if self.image_size is not None:
-                image = resize_uint8(image, self.image_size)
-            elif first is None:
-                first = (relpath, image.shape)
-            elif image.shape != first[1]:
-                raise DataError(
-                    f"Images in {str(self.root)!r} differ in size: {relpath!r} is {_hw(image.shape)} but "
-                    f"{first[0]!r} is {_hw(first[1])} (height x width). Pass image_size=(height, width) "
-                    "to resize every image to one size.")
-            yield relpath, {"image": to_pil(image), "label": label}
+        def __init__(self, root: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None,
+                     color_mode: str = "rgb", data_dir: str | os.PathLike | None = None):
+            self.root = Path(root).expanduser().resolve()
+            self.color_mode = color_mode_arg(color_mode)
+            self.image_size = None if image_size is None else image_size_arg(image_size)
+            self.class_names, self.files = scan_image_folder(self.root)
+            slug = re.sub(r"[^A-Za-z0-9]+", "_", self.root.name).strip("_") or "folder"
+            config = tfds.core.BuilderConfig(
+                name=f"{slug}_{_fingerprint(self.root, self.files, self.image_size, self.color_mode)}",
+                description=f"images of {str(self.root)!r}")
+            super().__init__(data_dir=data_dir, config=config)
+
+        def _info(self) -> tfds.core.DatasetInfo:
+            height, width = self.image_size or (None, None)
+            return tfds.core.DatasetInfo(
+                builder=self,
+                description=f"Labelled images read from {str(self.root)!r}.",
+                features=tfds.features.FeaturesDict({
+                    "image": tfds.features.Image(shape=(height, width, CHANNELS[self.color_mode])),
+                    "label": tfds.features.ClassLabel(names=self.class_names),
+                }),
+                supervised_keys=("image", "label"),
+            )
+
+        def _split_generators(self, dl_manager):
+            del dl_manager  # everything is local
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            first = None
+            for relpath, label in self.files:
+                image = read_image(self.root / relpath, self.color_mode)
+                if self.image_size is not None:
+                    image = resize_uint8(image, self.image_size)
+                elif first is None:
+                    first = (relpath, image.shape)
+                elif image.shape != first[1]:
+                    raise DataError(
+                        f"Images in {str(self.root)!r} differ in size: {relpath!r} is {_hw(image.shape)} but "
+                        f"{first[0]!r} is {_hw(first[1])} (height x width). Pass image_size=(height, width) "
+                        "to resize every image to one size.")
+                yield relpath, {"image": to_pil(image), "label": label}
+
+    ImageFolder.__qualname__ = "ImageFolder"
+    return ImageFolder
 
 
 def _hw(shape: tuple[int, ...]) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 
-from fluxnet.data.image_folder import ImageFolder
 from fluxnet.data.images import image_size_arg
 from fluxnet.data.sources import class_names, open_dataset, read_split
 from fluxnet.data.splits import (DatasetMetadata, DatasetSplits, Split, SplitSpec, fraction_split_indices,
@@ -35,6 +34,8 @@ def load_dataset(name: str | os.PathLike, *, data_dir: str | os.PathLike | None 
     spec = split_spec_arg(splits)
     size = None if image_size is None else image_size_arg(image_size)
     builder = open_dataset(name, data_dir=data_dir, image_size=size, color_mode=color_mode)
+    from fluxnet.data.image_folder import ImageFolder  # defined by now: open_dataset imported tensorflow-datasets
+
     label = builder.root.name if isinstance(builder, ImageFolder) else str(name)
 
     def read(split: str) -> Split:

@@ -12,27 +12,49 @@ works without TensorFlow. A name is resolved in this order:
    ``DatasetNotPreparedError`` with that command.
 
 ``data_dir`` defaults to tfds' own (``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``).
+
+tensorflow-datasets is imported inside the functions that use it (``fluxnet.data.optional``), not with
+this module.
 """
 from __future__ import annotations
 
 import os
 import shlex
-from typing import Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from fluxnet.data.digits import Digits
-from fluxnet.data.image_folder import ImageFolder
 from fluxnet.data.images import resize_uint8
+from fluxnet.data.optional import tfds as import_tfds
 from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError, NotFoundError, UnknownNameError
 from fluxnet.registry import Registry, closest
 
-BUNDLED_DATASETS: Registry[type] = Registry("bundled data set")
-BUNDLED_DATASETS.register("digits", Digits)
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
 
-PREPARE_OPTIONS = {"file_format": "array_record",          # readable without TensorFlow
-                   "download_config": tfds.download.DownloadConfig(try_download_gcs=False)}
+
+def _digits(**kwargs) -> tfds.core.DatasetBuilder:
+    from fluxnet.data.digits import Digits
+
+    return Digits(**kwargs)
+
+
+# name -> a callable(data_dir=...) making the data set's tfds builder
+BUNDLED_DATASETS: Registry[Callable[..., tfds.core.DatasetBuilder]] = Registry("bundled data set")
+BUNDLED_DATASETS.register("digits", _digits)
+
+
+def prepare_options() -> dict:
+    """The ``download_and_prepare`` options of the data sets fluxnet prepares itself."""
+    tfds = import_tfds()
+    return {"file_format": "array_record",          # readable without TensorFlow
+            "download_config": tfds.download.DownloadConfig(try_download_gcs=False)}
+
+
+def __getattr__(name: str):
+    if name == "PREPARE_OPTIONS":  # was a constant; now made on use (it imports tensorflow-datasets)
+        return prepare_options()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class DatasetNotPreparedError(NotFoundError):
@@ -41,7 +63,7 @@ class DatasetNotPreparedError(NotFoundError):
 
 def data_dir_root(data_dir: str | os.PathLike | None) -> str:
     """The tfds data dir actually used: ``data_dir``, else tfds' default."""
-    return os.fspath(data_dir) if data_dir is not None else tfds.core.constants.get_default_data_dir()
+    return os.fspath(data_dir) if data_dir is not None else import_tfds().core.constants.get_default_data_dir()
 
 
 def open_dataset(name: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
@@ -52,10 +74,13 @@ def open_dataset(name: str | os.PathLike, *, data_dir: str | os.PathLike | None 
     ``image_size`` and ``color_mode`` shape an image folder while it is prepared; other data sets
     ignore them here (``read_split`` resizes).
     """
+    tfds = import_tfds()
     data_dir = None if data_dir is None else os.fspath(data_dir)
     if isinstance(name, str) and name in BUNDLED_DATASETS:
         return _prepared(BUNDLED_DATASETS.get(name)(data_dir=data_dir))
     if isinstance(name, os.PathLike) or (isinstance(name, str) and os.path.isdir(os.path.expanduser(name))):
+        from fluxnet.data.image_folder import ImageFolder
+
         return _prepared(ImageFolder(name, image_size=image_size, color_mode=color_mode, data_dir=data_dir))
     if not isinstance(name, str):
         raise ArgumentTypeError(f"A data set is named by a str or a directory path, got {type(name).__name__}.")
@@ -72,7 +97,7 @@ def open_dataset(name: str | os.PathLike, *, data_dir: str | os.PathLike | None 
 
 def _prepared(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
     if not builder.is_prepared():
-        builder.download_and_prepare(**PREPARE_OPTIONS)
+        builder.download_and_prepare(**prepare_options())
     return builder
 
 
@@ -109,7 +134,7 @@ def supervised_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
     features = builder.info.features
     missing = [k for k in keys if k not in features]
     label = None if missing else features[keys[1]]
-    if missing or not isinstance(label, tfds.features.ClassLabel):
+    if missing or not isinstance(label, import_tfds().features.ClassLabel):
         raise DataError(f"Data set {builder.name!r} is not an image classification data set that "
                         f"fluxnet can read: it needs an image feature and a ClassLabel feature, "
                         f"looked for {keys}, found features {list(features.keys())}.")

@@ -60,6 +60,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
+from fluxnet import dtype_policies
 from fluxnet.errors import ArgumentError, ArgumentTypeError
 from fluxnet.registry import Registry
 
@@ -178,6 +179,7 @@ class Layer(metaclass=_RecordArgs):
     """Base class of all layers (see the module docstring for the contract)."""
 
     accepts_mask = False  # True: apply() takes mask= (a (batch,) bool array, False for padding rows)
+    autocast = True  # False: the model never casts this layer's inputs and parameters (it keeps float32 itself)
 
     def __init__(self, name: str | None = None, trainable: bool = True, input_shape: Sequence | None = None,
                  dtype: str = "float32"):
@@ -188,11 +190,31 @@ class Layer(metaclass=_RecordArgs):
         # Run as in inference even when the model trains (Keras: a sub-model called with training=False),
         # e.g. a transfer backbone whose BatchNormalization keeps its moving statistics while it trains.
         self.inference_mode = False
-        self.dtype = dtype
+        self._dtype_policy = dtype_policies.get(dtype)
         # Keras 2 style: the first layer of a Sequential may declare its input shape.
         self.input_shape_arg = None if input_shape is None else tuple(input_shape)
         self.built_input_shape: Shape | None = None  # set by the first call on a symbolic tensor
         self._nodes: list[Node] = []
+
+    @property
+    def dtype_policy(self) -> dtype_policies.DTypePolicy:
+        """The layer's ``DTypePolicy`` (Keras); set it with a name or a policy."""
+        return self._dtype_policy
+
+    @dtype_policy.setter
+    def dtype_policy(self, value: "str | dtype_policies.DTypePolicy") -> None:
+        self._dtype_policy = dtype_policies.get(value)
+        if "_config_args" in self.__dict__:  # get_config records the policy set
+            self._config_args["dtype"] = self._dtype_policy.name
+
+    @property
+    def dtype(self) -> str:
+        """The dtype of the layer's variables (Keras' ``layer.dtype``)."""
+        return self._dtype_policy.variable_dtype
+
+    @property
+    def compute_dtype(self) -> str:
+        return self._dtype_policy.compute_dtype
 
     @property
     def trainable(self) -> bool:
@@ -258,7 +280,7 @@ class Layer(metaclass=_RecordArgs):
             self.built_input_shape = in_shape
         node = Node(self, list(inputs) if isinstance(inputs, (list, tuple)) else inputs, len(self._nodes),
                     training)
-        node.output = SymbolicTensor(out_shape, self.dtype, node)
+        node.output = SymbolicTensor(out_shape, self.compute_dtype, node)
         self._nodes.append(node)
         return node.output
 

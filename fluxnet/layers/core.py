@@ -18,7 +18,8 @@ class InputLayer(Layer):
 
     def __init__(self, shape: Sequence[int | None], dtype: str = "float32", name: str | None = None,
                  **kwargs):
-        super().__init__(name=name, dtype=dtype, **kwargs)
+        super().__init__(name=name, **kwargs)  # ``dtype`` is the data's here, not a dtype policy
+        self.input_dtype = dtype
         shape = tuple(shape) if isinstance(shape, (list, tuple)) else (shape,)
         if not all(d is None or (isinstance(d, int) and d > 0) for d in shape):
             raise ArgumentError(f"Input shape must hold positive ints or None (batch axis excluded), got {shape!r}.")

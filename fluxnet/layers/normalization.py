@@ -26,6 +26,8 @@ class BatchNormalization(Layer):
     without real rows leaves the moving statistics as they were.
     """
 
+    autocast = False  # statistics in float32 under any dtype policy, variables never cast; output in its compute dtype
+
     accepts_mask = True
 
     def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
@@ -54,7 +56,8 @@ class BatchNormalization(Layer):
     def init(self, rng, input_shape):
         shape = (input_shape[self.axis],)
         keys = dict(zip(self.initializers, jax.random.split(rng, len(self.initializers))))
-        make = lambda name: self.initializers[name](keys[name], shape, self.dtype)  # noqa: E731
+        dtype = jnp.promote_types(self.dtype, jnp.float32)  # float32 under every dtype policy
+        make = lambda name: self.initializers[name](keys[name], shape, dtype)  # noqa: E731
         params = {}
         if self.scale:
             params["gamma"] = make("gamma")
@@ -92,7 +95,8 @@ class BatchNormalization(Layer):
         shift = -mean * inv
         if self.center:
             shift = shift + params["beta"]
-        return (x * inv.reshape(bshape) + shift.reshape(bshape)).astype(inputs.dtype), updates
+        out_dtype = inputs.dtype if self.compute_dtype == "float32" else self.compute_dtype
+        return (x * inv.reshape(bshape) + shift.reshape(bshape)).astype(out_dtype), updates
 
     def call(self, variables, inputs, *, training=False, rng=None):
         return self.apply(variables, inputs, training=training, rng=rng)[0]

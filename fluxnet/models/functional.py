@@ -20,6 +20,7 @@ import numpy as np
 
 from fluxnet import tree
 from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError
+from fluxnet import dtype_policies
 from fluxnet.layers.base import (LAYERS, Layer, LayerError, Node, SymbolicTensor, flatten_inputs, format_shape,
                                  layer_class_name, layer_rng, register, to_snake_case)
 from fluxnet.layers.core import InputLayer
@@ -248,6 +249,15 @@ class Model(KerasMethods, Layer):
         for layer in self.layers:
             layer.trainable = value
 
+    @Layer.dtype_policy.setter
+    def dtype_policy(self, value) -> None:
+        """Setting a model's policy sets every layer's, recursively (``fluxnet.dtype_policies``); its
+        variables' dtype changes only with a policy of another variable dtype ("bfloat16")."""
+        self._dtype_policy = dtype_policies.get(value)  # the model's config is its layers'
+        for layer in self.layers:
+            layer.dtype_policy = value
+        self._abstract = None
+
     def describe(self) -> str:
         return f"model {self.name!r}"
 
@@ -297,6 +307,8 @@ class Model(KerasMethods, Layer):
         variables: Variables = {"params": {}}
         for layer in self._layers:
             layer_vars = layer.init(layer_rng(rng, layer.name), layer.built_input_shape)
+            if layer.dtype != "float32" and layer.autocast and not isinstance(layer, Model):  # "bfloat16"
+                layer_vars = {c: _cast_floats(layer.dtype, v) for c, v in layer_vars.items()}
             for collection, values in layer_vars.items():
                 if values:
                     variables.setdefault(collection, {})[layer.name] = values
@@ -379,6 +391,8 @@ class Model(KerasMethods, Layer):
             node_training = training if node.training is None else node.training
             extra = {"mask": mask} if mask is not None and layer.accepts_mask else {}
             mode = node_training and not layer.inference_mode
+            if layer.autocast and not isinstance(layer, Model):  # a nested model casts its own layers
+                args, layer_vars = _autocast(layer.compute_dtype, args, layer_vars)
             call = lambda v, a, r, layer=layer, mode=mode, extra=extra: layer.apply(  # noqa: E731
                 v, a, training=mode, rng=r, **extra)
             out, upd = (jax.checkpoint(call) if remat else call)(layer_vars, args,
@@ -544,3 +558,16 @@ class Model(KerasMethods, Layer):
         model._trainable = config.get("trainable", True)  # the layers' own flags come from their configs
         return model
 
+
+
+def _cast_floats(dtype: str, tree_: Any) -> Any:
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree_)
+
+
+def _autocast(dtype: str, args: Any, layer_vars: Variables) -> tuple[Any, Variables]:
+    """A layer's inputs and float parameters in its compute ``dtype``; its other collections (moving
+    statistics) stay as they are. Nothing changes for float32 layers on float32 arrays."""
+    floats = [a for a in jax.tree.leaves((args, layer_vars.get("params", {}))) if jnp.issubdtype(a.dtype, jnp.floating)]
+    if all(a.dtype == jnp.dtype(dtype) for a in floats):
+        return args, layer_vars
+    return _cast_floats(dtype, args), {c: _cast_floats(dtype, v) if c == "params" else v for c, v in layer_vars.items()}

@@ -45,9 +45,14 @@ def prepare_data(config: ConfigDict) -> tuple[DatasetSplits, Any]:
 
 
 def configured_model(config: ConfigDict, metadata: DatasetMetadata) -> Model:
-    """The model ``model.name`` builds (arguments from ``model.<name>``) for the data's shape and classes."""
+    """The model ``model.name`` builds (arguments from ``model.<name>``) for the data's shape and classes,
+    in ``train.dtype_policy`` (``fluxnet.dtype_policies``)."""
     name = config.model.name
-    return build_model(name, metadata.image_shape, metadata.num_classes, **plain(config.model.get(name, {})))
+    model = build_model(name, metadata.image_shape, metadata.num_classes, **plain(config.model.get(name, {})))
+    policy = config.train.get("dtype_policy", "float32")
+    if policy != "float32":  # part of the architecture: model.json records each layer's policy
+        model.dtype_policy = policy
+    return model
 
 
 def build_augment(config: ConfigDict, num_classes: int) -> Pipeline | None:

@@ -138,6 +138,7 @@ class Objective:
              loss_fns: Sequence[Callable] | None = None) -> tuple[jax.Array, list[jax.Array]]:
         """``(total, per-output losses)``: each output's loss reduced as Keras does (sample weights,
         real rows), the total their weighted sum. ``loss_fns`` replaces the losses (MixUp's dense ones)."""
+        preds = in_float32(preds)  # under a mixed dtype policy the outputs come in bfloat16/float16
         parts = [losses_lib.compute_loss(fn, t, p, sample_weight=weight, mask=mask)
                  for fn, t, p in zip(loss_fns or self.loss_fns, self.flat(y), self.flat(preds))]
         if self.loss_weights is None:
@@ -150,6 +151,7 @@ class Objective:
              weight: jax.Array | None) -> Metrics:
         """Sums that average, over an epoch, to Keras' logged loss and metrics: the losses weighted by
         real rows (Keras' loss trackers weight each batch by its size), metrics by ``mask * weight``."""
+        preds = in_float32(preds)
         first = jax.tree.leaves(preds)[0]
         real = jnp.ones(first.shape[:1], jnp.float32) if mask is None else mask.astype(jnp.float32)
         count = jnp.sum(real)
@@ -175,3 +177,9 @@ def _weight(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
         raise ArgumentTypeError(f"loss_weights for output {name!r} must be a finite number, got {value!r}.")
     return float(value)
+
+
+def in_float32(preds: Any) -> Any:
+    """Float outputs narrower than float32 (a mixed dtype policy's) as float32, for losses and metrics."""
+    return jax.tree.map(lambda p: p.astype(jnp.float32) if jnp.issubdtype(p.dtype, jnp.floating)
+                        and jnp.finfo(p.dtype).bits < 32 else p, preds)

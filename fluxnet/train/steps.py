@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fluxnet.train import loss_scale
 from fluxnet.train.objective import Objective
 from fluxnet.train.state import TrainState
 
@@ -74,6 +75,9 @@ def make_train_step(model, objective: Objective, tx: optax.GradientTransformatio
             return total * scale, (total, parts, preds, model_state)
 
         grad_fn = jax.value_and_grad(jax.checkpoint(objective_fn) if remat == "full" else objective_fn, has_aux=True)
+        scaled = loss_scale.current(state.opt_state)  # mixed_float16: the gradients come back scaled
+        if scaled is not None:
+            share = scaled if share is None else share * scaled
         if grad_accum_steps == 1:
             (_, (loss, parts, preds, model_state)), grads = grad_fn(
                 state.params, state.model_state, x, y, mask, weight, model_key, 1.0 if share is None else share)

@@ -26,7 +26,7 @@ from fluxnet.data.imbalance import class_weights_balanced
 from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError, TrainingDivergedError, TrainingInterrupted
 from fluxnet.models import Model
 from fluxnet.registry import unknown_name_error
-from fluxnet.train import lr_scale, saving, sharding
+from fluxnet.train import loss_scale, lr_scale, saving, sharding
 from fluxnet.train.callbacks import Callback, History, epoch_end_answer, replacement
 from fluxnet.train.data_adapter import as_xy, check_data, check_fit_counts, class_ids, num_rows, split_validation
 from fluxnet.train.epoch_iterator import EpochIterator
@@ -98,7 +98,10 @@ class Trainer:
         self.objective = objective = Objective(model, loss, metrics, loss_weights)
         for output, name, fn in zip(model.outputs, objective.loss_names, objective.loss_fns):
             _warn_if_logits_mismatch(output, name, fn)
-        self.tx = tx = lr_scale.with_scale(_optimizer(model, optimizer, param_groups))
+        inner = _optimizer(model, optimizer, param_groups)
+        if any(layer.dtype_policy.needs_loss_scale for layer in _all_layers(model)):
+            inner = loss_scale.dynamic(inner)  # float16 compute: Keras' LossScaleOptimizer
+        self.tx = tx = lr_scale.with_scale(inner)
         # what model.save / ModelCheckpoint record to compile a loaded model again (None: not by name)
         self.compile_config = (saving.compile_config(loss, optimizer, metrics, loss_weights)
                                if param_groups is None and augment is None else None)
@@ -483,6 +486,14 @@ def diverged(loss: float, epoch: int, step: int) -> TrainingDivergedError:
         f"The training loss became {loss} in epoch {epoch + 1} (step {step}); training stopped and this epoch "
         "was not saved, so the last checkpoint is the last good state. Lower the learning rate, clip gradients "
         "(optimizer.clipnorm) or check the data.")
+
+
+def _all_layers(model: Model) -> Iterable:
+    """Every layer of ``model``, recursively into nested models."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, Model):
+            yield from _all_layers(layer)
 
 
 def _postfix(logs: dict, images: int, seconds: float) -> dict:

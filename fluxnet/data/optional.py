@@ -1,0 +1,48 @@
+"""tensorflow-datasets, imported where it is used (``tfds()``), never when ``fluxnet`` is imported.
+
+Data sets by name, image folders and the ``digits`` builder are tfds builders read through ArrayRecord
+files; in-memory numpy arrays need neither tensorflow-datasets nor array_record, so a machine without
+them trains, evaluates and predicts all the same.
+"""
+from __future__ import annotations
+
+import importlib.util
+import threading
+from typing import Callable
+
+NEEDS_TFDS = (
+    "Reading a data set by name or from an image folder (fluxnet.data.load_dataset, open_dataset, Digits, "
+    "ImageFolder) needs tensorflow-datasets and array_record: pip install tensorflow-datasets array_record. "
+    "Training on in-memory numpy arrays needs neither; scikit-learn's digits as arrays without them: "
+    "fluxnet.data.digits.digits_images_and_labels().")
+
+
+def tfds_installed() -> bool:
+    """Whether tensorflow-datasets can be imported (found on the path; not imported)."""
+    try:
+        return importlib.util.find_spec("tensorflow_datasets") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def tfds():
+    """The ``tensorflow_datasets`` module; ModuleNotFoundError saying what needs it where it is missing."""
+    try:
+        import tensorflow_datasets
+    except ImportError as err:
+        raise ModuleNotFoundError(f"{NEEDS_TFDS} ({err})", name=getattr(err, "name", None)) from err
+    return tensorflow_datasets
+
+
+_DEFINING = threading.Lock()
+
+
+def defined_once(namespace: dict, name: str, define: Callable[[], type]) -> type:
+    """``namespace[name]`` (a module's globals), made by ``define()`` on first use. A module's
+    ``__getattr__`` calls it for its tfds builder class, so that importing the module does not import
+    tensorflow-datasets; the lock keeps two threads from defining the class twice (tfds registers a
+    builder class by name as it is created and refuses a second one)."""
+    with _DEFINING:
+        if name not in namespace:
+            namespace[name] = define()
+        return namespace[name]
