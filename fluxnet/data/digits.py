@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from fluxnet.data.images import to_pil
-from fluxnet.data.optional import defined_once, tfds as import_tfds
+from fluxnet.data.optional import lazy_class, tfds as import_tfds
 
 NUM_EXAMPLES = 1797
 
@@ -27,12 +27,6 @@ def digits_images_and_labels() -> tuple[np.ndarray, np.ndarray]:
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     return images, digits.target.astype(np.int32)
-
-
-def __getattr__(name: str):
-    if name == "Digits":
-        return defined_once(globals(), name, _define_digits)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _define_digits() -> type:
@@ -70,3 +64,6 @@ def _define_digits() -> type:
 
     Digits.__qualname__ = "Digits"
     return Digits
+
+
+__getattr__ = lazy_class(globals(), "Digits", _define_digits)

@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 
 from fluxnet.data.images import CHANNELS, color_mode_arg, image_size_arg, read_image, resize_uint8, to_pil
-from fluxnet.data.optional import defined_once, tfds as import_tfds
+from fluxnet.data.optional import lazy_class, tfds as import_tfds
 from fluxnet.errors import DataError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -85,12 +85,6 @@ def _fingerprint(root: Path, files: list[tuple[str, int]], image_size, color_mod
         stat = (root / relpath).stat()
         digest.update(repr((relpath, label, stat.st_size, stat.st_mtime_ns)).encode())
     return digest.hexdigest()[:16]
-
-
-def __getattr__(name: str):
-    if name == "ImageFolder":
-        return defined_once(globals(), name, _define_image_folder)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _define_image_folder() -> type:
@@ -152,3 +146,6 @@ def _define_image_folder() -> type:
 
 def _hw(shape: tuple[int, ...]) -> str:
     return f"{shape[0]}x{shape[1]}"
+
+
+__getattr__ = lazy_class(globals(), "ImageFolder", _define_image_folder)

@@ -46,3 +46,14 @@ def defined_once(namespace: dict, name: str, define: Callable[[], type]) -> type
         if name not in namespace:
             namespace[name] = define()
         return namespace[name]
+
+
+def lazy_class(namespace: dict, name: str, define: Callable[[], type]) -> Callable[[str], type]:
+    """A module ``__getattr__`` (``__getattr__ = lazy_class(globals(), "Digits", _define_digits)``) that
+    defines the class ``name`` on first access, with :func:`defined_once`."""
+    def __getattr__(attr: str) -> type:
+        if attr == name:
+            return defined_once(namespace, name, define)
+        raise AttributeError(f"module {namespace['__name__']!r} has no attribute {attr!r}")
+
+    return __getattr__
