@@ -23,7 +23,8 @@ MIN_COMPILE_SECONDS = 0.05
 
 def cache_dir(config: ConfigDict) -> Path | None:
     """The directory ``config`` asks for, or None when the cache is off."""
-    value = plain(config.train.get("compilation_cache", "auto"))
+    train = config.get("train")  # a config without it is refused by name later, by the job
+    value = plain(train.get("compilation_cache", "auto")) if hasattr(train, "get") else "auto"
     if value is None or value is False:
         return None
     if value == "auto":
