@@ -86,5 +86,8 @@ class EpochIterator:
 
     def _placed(self, host: Iterable, where: jax.sharding.Sharding) -> Iterable:
         """Host batches as the steps take them: unchanged on CPU (the step places them), else
-        prefetched onto ``where``."""
+        prefetched onto ``where``. In a multi-process job every process holds the same global batch
+        and gives its own devices their shards of it (``jax.make_array_from_callback``)."""
+        if jax.process_count() > 1:
+            return (sharding.global_batch(b, where) for b in host)
         return host if self.host_batches else Prefetcher(host, 2, where)

@@ -438,8 +438,8 @@ class Trainer:
         """Model outputs for every example of ``x`` (inference mode), as numpy, structured like the
         model's outputs."""
         x, _ = check_data(self.objective, self.model, x, None, "predict")
-        host = jax.device_get([(self.predict_step(state, b["x"]), b["mask"])
-                               for b in self.batches.padded({"x": x}, batch_size)])
+        host = sharding.gathered([(self.predict_step(state, b["x"]), b["mask"])
+                                  for b in self.batches.padded({"x": x}, batch_size)])
         return jax.tree.map(lambda *parts: np.concatenate(parts), *[
             jax.tree.map(lambda o, m=np.asarray(m): o[m], o) for o, m in host])
 

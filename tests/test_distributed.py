@@ -1,0 +1,63 @@
+"""Training across processes on JAX's own runtime (``fx.initialize_distributed``): two local processes
+with two CPU devices each, collectives through gloo, give what one process with four devices gives, and
+a two-process run saved, ended and restarted continues bit-exactly."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+WORKER = str(Path(__file__).resolve().parent / "distributed_worker.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(mode: str, checkpoints: Path, processes: int, devices: int) -> list[dict]:
+    """``processes`` workers with ``devices`` CPU devices each; their RESULT dicts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or k.startswith("JAX_COMPILATION")}
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    port = free_port()
+    procs = []
+    for i in range(processes):
+        cluster = ({"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": str(processes),
+                    "JAX_PROCESS_ID": str(i)} if processes > 1 else {})
+        procs.append(subprocess.Popen([sys.executable, WORKER, mode, str(checkpoints)], env={**env, **cluster},
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1].removeprefix("RESULT ")))
+    return results
+
+
+def test_two_processes_train_as_one_process_with_all_the_devices(tmp_path):
+    alone, = run("straight", tmp_path / "a", processes=1, devices=4)
+    together = run("straight", tmp_path / "b", processes=2, devices=2)
+    assert not alone["joined"] and alone["devices"] == 4
+    for r in together:
+        assert r["joined"] and (r["processes"], r["devices"]) == (2, 4)
+        for key, values in alone["history"].items():
+            np.testing.assert_allclose(r["history"][key], values, rtol=1e-6, err_msg=key)
+        for a, b in zip(r["params"], alone["params"]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        for key, value in alone["evaluate"].items():
+            np.testing.assert_allclose(r["evaluate"][key], value, rtol=1e-6, err_msg=key)
+        np.testing.assert_allclose(r["predict"], alone["predict"], rtol=1e-5, atol=1e-6)
+    assert together[0] == together[1]                                   # every process holds the same result
+
+
+def test_a_two_process_run_restarted_from_its_checkpoint_continues_bit_exactly(tmp_path):
+    straight = run("straight", tmp_path / "s", processes=2, devices=2)[0]
+    run("first", tmp_path / "ck", processes=2, devices=2)                # saved collectively, then ended
+    assert (tmp_path / "ck" / "1").is_dir()
+    resumed = run("resume", tmp_path / "ck", processes=2, devices=2)[0]
+    assert resumed["history"]["loss"] == straight["history"]["loss"][1:]
+    assert resumed["params"] == straight["params"] and resumed["evaluate"] == straight["evaluate"]
