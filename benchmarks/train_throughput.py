@@ -1,4 +1,5 @@
-"""Training throughput: fluxnet ``Trainer.fit`` against a hand-written flax.linen + optax ``jax.jit`` loop.
+"""Training throughput: fluxnet ``Trainer.fit`` against a hand-written flax.linen + optax ``jax.jit`` loop
+and Keras 3's ``fit`` on the JAX backend.
 
 Both train the same model on the same in-memory MNIST-shaped random data (28x28x1, 10 classes):
 ``--model cnn`` is the MNIST-shaped reference CNN Conv32-Pool-Conv64-Pool-Flatten-Dropout(0.5)-Dense128-Dense10
@@ -16,6 +17,7 @@ separate processes to get each one's own figure.
     python benchmarks/train_throughput.py --model mlp
     python benchmarks/train_throughput.py --steps-per-execution 4
     python benchmarks/train_throughput.py --only flax --repeats 3
+    python benchmarks/train_throughput.py --no-keras            # without Keras 3 (the dev extra installs it)
 """
 from __future__ import annotations
 
@@ -93,7 +95,7 @@ def make_fluxnet(args, x: np.ndarray, y: np.ndarray) -> Runner:
     trainer = fx.Trainer(model, loss=loss, optimizer="adam", metrics=["accuracy"],
                          steps_per_execution=args.steps_per_execution)
     box = {"state": trainer.init(jax.random.key(args.seed))}
-    warm = args.batch_size * args.steps_per_execution  # one dispatch of the step fit will use
+    warm = args.batch_size * (4 if args.steps_per_execution == "auto" else args.steps_per_execution)
 
     def fit(data, n: int) -> float:
         box["state"], history = trainer.fit(box["state"], data, epochs=n, batch_size=args.batch_size,
@@ -109,6 +111,31 @@ def make_fluxnet(args, x: np.ndarray, y: np.ndarray) -> Runner:
 
     return Runner("fluxnet", lambda: fit((x[:warm], y[:warm]), 1), lambda n: fit((x, y), n), compilations,
                   model.count_params())
+
+
+def make_keras(args, x: np.ndarray, y: np.ndarray) -> Runner:
+    """The same model in Keras 3 (JAX backend), compiled with Keras' Adam and fit as a Keras user would."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    L = keras.layers
+    if args.model == "cnn":
+        body = [L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPooling2D(),
+                L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPooling2D(),
+                L.Flatten(), L.Dropout(0.5), L.Dense(128, activation="relu"), L.Dense(NUM_CLASSES)]
+    else:
+        body = [L.Flatten(), L.Dense(256, activation="relu"), L.Dense(NUM_CLASSES)]
+    model = keras.Sequential([keras.Input(INPUT_SHAPE), *body])
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+
+    def fit(data, n: int) -> float:
+        history = model.fit(*data, epochs=n, batch_size=args.batch_size, verbose=0, shuffle=True)
+        return history.history["loss"][-1]
+
+    return Runner("keras", lambda: fit((x[:args.batch_size], y[:args.batch_size]), 1), lambda n: fit((x, y), n),
+                  lambda: {}, model.count_params())
 
 
 def make_flax(args, x: np.ndarray, y: np.ndarray) -> Runner:
@@ -162,19 +189,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs timed per repeat (default: 1 for cnn, 20 for mlp, whose epoch is ~40 ms)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--steps-per-execution", type=int, default=1, help="passed to fx.Trainer (fluxnet only)")
-    p.add_argument("--only", choices=("fluxnet", "flax"), default=None,
+    p.add_argument("--steps-per-execution", type=lambda v: v if v == "auto" else int(v), default=1,
+                   help="passed to fx.Trainer (fluxnet only): an int or auto")
+    p.add_argument("--no-keras", action="store_true", help="leave Keras 3 out")
+    p.add_argument("--only", choices=("fluxnet", "flax", "keras"), default=None,
                    help="run one side only (its own process gives its own peak RSS)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.epochs is None:
         args.epochs = 1 if args.model == "cnn" else 20
-    for name in ("n", "batch_size", "epochs", "repeats", "steps_per_execution"):
+    for name in ("n", "batch_size", "epochs", "repeats", *(() if args.steps_per_execution == "auto"
+                                                          else ("steps_per_execution",))):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.n < args.batch_size * args.steps_per_execution:
-        p.error(f"--n={args.n} must be at least batch_size * steps_per_execution "
-                f"= {args.batch_size * args.steps_per_execution}")
+    fused = 4 if args.steps_per_execution == "auto" else args.steps_per_execution
+    if args.n < args.batch_size * fused:
+        p.error(f"--n={args.n} must be at least batch_size * steps_per_execution = {args.batch_size * fused}")
     return args
 
 
@@ -189,7 +219,7 @@ def main(argv=None) -> None:
           f"batch={args.batch_size} epochs/repeat={args.epochs} repeats={args.repeats} "
           f"steps_per_execution={args.steps_per_execution}", flush=True)
 
-    makers = {"fluxnet": make_fluxnet, "flax": make_flax}
+    makers = {"fluxnet": make_fluxnet, "flax": make_flax, **({} if args.no_keras else {"keras": make_keras})}
     runners = [makers[k](args, x, y) for k in makers if args.only in (None, k)]
     for r in runners:
         t0 = time.perf_counter()
@@ -197,7 +227,7 @@ def main(argv=None) -> None:
         r.compile_s = time.perf_counter() - t0
         print(f"{r.name}: {r.params:,} params, first step (compile) {r.compile_s:.2f} s", flush=True)
     for rep in range(args.repeats):
-        for r in runners if rep % 2 == 0 else runners[::-1]:  # alternate the order: no side always first
+        for r in runners if rep % 2 == 0 else runners[::-1]:  # alternate the order: no runner always first
             t0 = time.perf_counter()
             r.loss = r.epochs(args.epochs)
             r.rates.append(images / (time.perf_counter() - t0))
@@ -210,27 +240,30 @@ def main(argv=None) -> None:
 
 def print_table(args, runners: list[Runner], counts: dict, rss_mb: float) -> None:
     medians = {r.name: statistics.median(r.rates) for r in runners}
-    base = medians.get("flax")
-    rss = f"{rss_mb:.0f}" + ("" if len(runners) == 1 else " (both, one process)")
-    spe = f", steps_per_execution={args.steps_per_execution}" if args.steps_per_execution > 1 else ""
+    bases = [b for b in ("flax", "keras") if b in medians]
+    rss = f"{rss_mb:.0f}" + ("" if len(runners) == 1 else " (all, one process)")
+    spe = f", steps_per_execution={args.steps_per_execution}" if args.steps_per_execution != 1 else ""
     print(f"\n{args.model}, n={args.n}, batch {args.batch_size}, {args.epochs} epoch(s) x {args.repeats} "
           f"repeats{spe}, jax {jax.__version__}, {os.cpu_count()} CPU cores\n")
-    print("| variant | median img/s (min-max) | vs flax | compile s | final loss | peak RSS MB | compilations |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| variant | median img/s (min-max) | " + "".join(f"vs {b} | " for b in bases)
+          + "compile s | final loss | peak RSS MB | compilations |")
+    print("|---|---:|" + "---:|" * len(bases) + "---:|---:|---:|---|")
     for r in runners:
-        ratio = f"{medians[r.name] / base:.2f}x" if base else "-"
-        comp = ", ".join(f"{k} {v}" for k, v in counts[r.name].items())
-        print(f"| {r.name} | {medians[r.name]:,.0f} ({min(r.rates):,.0f}-{max(r.rates):,.0f}) | {ratio} | "
+        ratios = "".join(f"{medians[r.name] / medians[b]:.2f}x | " for b in bases)
+        comp = ", ".join(f"{k} {v}" for k, v in counts[r.name].items()) or "-"
+        print(f"| {r.name} | {medians[r.name]:,.0f} ({min(r.rates):,.0f}-{max(r.rates):,.0f}) | {ratios}"
               f"{r.compile_s:.2f} | {r.loss:.4f} | {rss} | {comp} |")
-    if "fluxnet" in medians and base:
-        paired = [a / b for a, b in zip(runners[0].rates, runners[1].rates)]
-        print(f"\npaired ratio fluxnet / flax (each repeat's adjacent runs): median {statistics.median(paired):.2f}x "
-              f"(min {min(paired):.2f}x, max {max(paired):.2f}x)")
-        ok = medians["fluxnet"] >= base
-        once = all(v <= 1 for v in counts["fluxnet"].values()) and counts["fluxnet"]["eval_step"] == 1
-        print(f"targets: fluxnet >= 1.0x flax: {'met' if ok else 'NOT met'} "
-              f"({medians['fluxnet'] / base:.2f}x); one compilation per step function: "
-              f"{'met' if once else 'NOT met'}")
+    if "fluxnet" not in medians:
+        return
+    mine = next(r for r in runners if r.name == "fluxnet")
+    for base in bases:
+        other = next(r for r in runners if r.name == base)
+        paired = [a / b for a, b in zip(mine.rates, other.rates)]
+        print(f"\npaired ratio fluxnet / {base} (each repeat's adjacent runs): median {statistics.median(paired):.2f}x "
+              f"(min {min(paired):.2f}x, max {max(paired):.2f}x); target >= 1.0x: "
+              f"{'met' if medians['fluxnet'] >= medians[base] else 'NOT met'}")
+    once = all(v <= 1 for v in counts["fluxnet"].values()) and counts["fluxnet"]["eval_step"] == 1
+    print(f"one compilation per step function: {'met' if once else 'NOT met'}")
 
 
 if __name__ == "__main__":

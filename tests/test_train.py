@@ -421,3 +421,20 @@ def test_rematerialisation_recomputes_the_forward_pass_with_the_same_result(rema
     assert trainer.train_step.lower(state, batch).as_text().count("dot_general") > plain_text.count("dot_general")
     with pytest.raises(ValueError, match="remat mode"):
         fx.Trainer(tiny_mlp(), loss=LOGITS_CE, remat="some")
+
+
+def test_steps_per_execution_auto_measures_once_and_trains_as_single_steps_do():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(512, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 512)
+    _, plain, plain_history = _fit_params(x, y)
+    trainer, chosen, history = _fit_params(x, y, steps_per_execution="auto")
+    assert trainer.steps_per_execution in (1, 4)                       # measured: 4 fused steps when faster
+    assert (trainer.fused_train_step is not None) == (trainer.steps_per_execution == 4)
+    np.testing.assert_allclose(history["loss"], plain_history["loss"], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(chosen), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    first = trainer.steps_per_execution
+    trainer.fit(trainer.init(jax.random.key(1)), (x, y), epochs=1, batch_size=64, verbose=0)
+    assert trainer.steps_per_execution == first                        # chosen once per Trainer
+    with pytest.raises(ValueError, match="an int >= 1 or 'auto'"):
+        fx.Trainer(tiny_mlp(), loss=LOGITS_CE, steps_per_execution="fast")

@@ -101,8 +101,10 @@ def check_run_config(config: ConfigDict) -> None:
     _int(config, "seed", minimum=0)
     if _get(config, "seed") >= 2 ** 32:
         raise ConfigError(f"Config key 'seed' must be below 2**32, got {_get(config, 'seed')}.")
-    for key in ("train.epochs", "train.batch_size", "train.steps_per_execution", "train.checkpoint.keep"):
+    for key in ("train.epochs", "train.batch_size", "train.checkpoint.keep"):
         _int(config, key, minimum=1)
+    if _get(config, "train.steps_per_execution") != "auto":
+        _int(config, "train.steps_per_execution", minimum=1)
     if _get(config, "train.grad_accum_steps") is not None:
         _int(config, "train.grad_accum_steps", minimum=1)
     _int(config, "data.train_per_class", minimum=1, optional=True)

@@ -72,6 +72,11 @@ class EpochIterator:
         real = batch["image"][mask]
         return gather(arrays, np.resize(real, mask.size), np.arange(mask.size) < real.size)
 
+    def place(self, batch: dict, stacked: bool = False) -> dict:
+        """One host batch (``stacked``: several on a leading axis) as the steps take it."""
+        where = sharding.stacked_batch_sharded(self.mesh) if stacked else sharding.batch_sharded(self.mesh)
+        return next(iter(self._placed([batch], where)))
+
     def _split_for_pmap(self, batch: dict, stacked: bool) -> dict:
         """Host batches reshaped for ``pmap``: ``(devices, batch / devices, ...)``, or
         ``(devices, k, batch / devices, ...)`` for ``k`` stacked batches."""
