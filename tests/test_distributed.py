@@ -61,3 +61,26 @@ def test_a_two_process_run_restarted_from_its_checkpoint_continues_bit_exactly(t
     resumed = run("resume", tmp_path / "ck", processes=2, devices=2)[0]
     assert resumed["history"]["loss"] == straight["history"]["loss"][1:]
     assert resumed["params"] == straight["params"] and resumed["evaluate"] == straight["evaluate"]
+
+
+def test_the_command_line_trains_one_run_directory_from_two_processes(tmp_path, digits_tfds_dir):
+    mlp = str(Path(__file__).resolve().parent.parent / "configs" / "digits_mlp.py")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or k.startswith("JAX_COMPILATION")}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    port, workdir = free_port(), tmp_path / "run"
+    args = [sys.executable, "-m", "fluxnet.cli", "train", mlp, f"data.data_dir={digits_tfds_dir}", "train.epochs=2",
+            "model.mlp.units=(16,)", "--workdir", str(workdir), "--quiet"]
+    procs = [subprocess.Popen(args, env={**env, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                                         "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert outs[0] == outs[1]                                           # the same test metrics in both
+    epochs = [json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]                                             # written once, by process 0
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["test"] == outs[0]["test"] and summary["epochs_completed"] == 2
+    assert not list(workdir.glob(".*.tmp")) and (workdir / "checkpoints" / "2").is_dir()

@@ -5,6 +5,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from fluxnet.files import writes_here
+
 
 def pyplot():
     """matplotlib's pyplot on the Agg backend (files only, no display)."""
@@ -33,7 +35,8 @@ def training_curves(history: Mapping[str, Sequence[float]], path: str, best_epoc
         ax.set_title(name)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if writes_here():  # process 0 of a multi-process job
+        fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -57,6 +60,7 @@ def confusion_matrix_plot(y_true: np.ndarray, y_pred: np.ndarray, class_names: S
         ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
                 color="white" if count > matrix.max() / 2 else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if writes_here():  # process 0 of a multi-process job
+        fig.savefig(path, dpi=100)
     plt.close(fig)
     return matrix

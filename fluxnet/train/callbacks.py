@@ -25,7 +25,7 @@ from typing import Any, Callable
 import jax
 
 from fluxnet.errors import ArgumentError, ArgumentTypeError, ConfigError, TrainingDivergedError
-from fluxnet.files import write_atomic
+from fluxnet.files import write_atomic, writes_here
 from fluxnet.metrics import monitor_mode
 from fluxnet.train.state import TrainState
 
@@ -324,12 +324,16 @@ class TensorBoard(Callback):
         self._writer = None
 
     def on_train_begin(self, trainer, state):
+        if not writes_here():  # process 0 of a multi-process job writes the logs
+            return
         from tensorboardX import SummaryWriter
 
         # A resumed run hides what an interrupted one logged after its checkpoint (steps are epochs).
         self._writer = SummaryWriter(self.log_dir, purge_step=int(state.epoch) + 1)
 
     def on_epoch_end(self, epoch, logs, state):
+        if self._writer is None:
+            return
         for key, value in logs.items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self._writer.add_scalar(key, value, epoch + 1)
@@ -395,6 +399,8 @@ class MetricsLog(Callback):
         self.path = path
 
     def on_epoch_end(self, epoch, logs, state):
+        if not writes_here():
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps({"epoch": epoch + 1, "step": int(state.step), **logs}) + "\n")
 
