@@ -76,7 +76,7 @@ def test_fit_with_zero_epochs_trains_nothing(fitted):
 @pytest.mark.parametrize("value", [0, -1, 2.5])
 def test_steps_per_execution_must_be_a_positive_int(value):
     model = fx.Sequential([layers.Input((4,)), layers.Dense(3)])
-    with pytest.raises(ArgumentError, match=f"steps_per_execution must be an int >= 1, got {value}"):
+    with pytest.raises(ArgumentError, match=f"steps_per_execution must be an int >= 1 or 'auto', got {value}"):
         fx.Trainer(model, loss=fx.losses.get("mse"), steps_per_execution=value)
 
 
