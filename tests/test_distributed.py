@@ -63,24 +63,44 @@ def test_a_two_process_run_restarted_from_its_checkpoint_continues_bit_exactly(t
     assert resumed["params"] == straight["params"] and resumed["evaluate"] == straight["evaluate"]
 
 
-def test_the_command_line_trains_one_run_directory_from_two_processes(tmp_path, digits_tfds_dir):
-    mlp = str(Path(__file__).resolve().parent.parent / "configs" / "digits_mlp.py")
+def cli_pair(args: list[str], crash_at: str | None = None) -> list:
+    """``fluxnet ARGS`` in two processes of two CPU devices each; their return codes and last lines."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or k.startswith("JAX_COMPILATION")}
+    env = {k: v for k, v in env.items() if k != "FLUXNET_CRASH_AT"}
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    port, workdir = free_port(), tmp_path / "run"
-    args = [sys.executable, "-m", "fluxnet.cli", "train", mlp, f"data.data_dir={digits_tfds_dir}", "train.epochs=2",
-            "model.mlp.units=(16,)", "--workdir", str(workdir), "--quiet"]
-    procs = [subprocess.Popen(args, env={**env, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                                         "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)},
+    if crash_at:
+        env["FLUXNET_CRASH_AT"] = crash_at  # both processes die at the same step, as a killed job
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "fluxnet.cli", *args],
+                              env={**env, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+                                   "JAX_PROCESS_ID": str(i)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outs = []
+    out = []
     for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
-        outs.append(json.loads(out.strip().splitlines()[-1]))
-    assert outs[0] == outs[1]                                           # the same test metrics in both
-    epochs = [json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2]                                             # written once, by process 0
-    summary = json.loads((workdir / "summary.json").read_text())
-    assert summary["test"] == outs[0]["test"] and summary["epochs_completed"] == 2
-    assert not list(workdir.glob(".*.tmp")) and (workdir / "checkpoints" / "2").is_dir()
+        stdout, stderr = proc.communicate(timeout=300)
+        out.append((proc.returncode, stdout.strip().splitlines()[-1] if stdout.strip() else stderr[-3000:]))
+    return out
+
+
+def test_the_command_line_trains_one_run_directory_from_two_processes_and_resumes_it(tmp_path, digits_tfds_dir):
+    mlp = str(Path(__file__).resolve().parent.parent / "configs" / "digits_mlp.py")
+
+    def args(workdir):
+        return ["train", mlp, f"data.data_dir={digits_tfds_dir}", "train.epochs=3", "model.mlp.units=(16,)",
+                "--workdir", str(workdir), "--quiet"]
+
+    straight = cli_pair(args(tmp_path / "straight"))
+    assert [code for code, _ in straight] == [0, 0], straight
+    assert straight[0][1] == straight[1][1]                             # the same test metrics in both
+    workdir = tmp_path / "run"
+    killed = cli_pair(args(workdir), crash_at="epoch:2")                # SIGKILL halfway through epoch 2
+    assert [code for code, _ in killed] == [-9, -9], killed
+    resumed = cli_pair(args(workdir))
+    assert [code for code, _ in resumed] == [0, 0], resumed
+    assert resumed[0][1] == straight[0][1]                              # bit-exact: the same test metrics
+    for run in (tmp_path / "straight", workdir):
+        epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2, 3]                                      # written once, by process 0
+        assert not list(run.glob(".*.tmp")) and (run / "checkpoints" / "3").is_dir()
+    logged = [(tmp_path / r / "metrics.jsonl").read_text().splitlines() for r in ("straight", "run")]
+    assert logged[0] == logged[1]

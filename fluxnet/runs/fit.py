@@ -83,6 +83,8 @@ def fit_run(config: ConfigDict, workdir: str | os.PathLike, model: Model, splits
         state = trainer.with_variables(state, init_variables)
     with lock or RunLock(workdir) as lock:
         lock.acquire()
+        # every process of a multi-process job sees the folder, so all take the same (collective) orbax paths
+        (workdir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         notes = check_workdir(config, workdir)  # again, now that no other process can change the workdir
         found = restore_run(config, trainer, model, workdir, fingerprint, verbose)
         state, resume = found or (state, None)

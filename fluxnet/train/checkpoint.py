@@ -51,6 +51,8 @@ class Checkpointer:
             save_interval_steps=0 if read_only else 1)
         handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.StandardCheckpointHandler(),
                     "meta": MetaHandler(crash_at)}  # known up front, so a new process reads metadata
+        if not read_only:  # every process sees it existing: orbax's creation path (and its barriers) is one
+            os.makedirs(self.directory, exist_ok=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def save(self, step: int, state: Any, meta: Mapping, metrics: Mapping | None = None,
