@@ -101,3 +101,17 @@ def test_a_run_config_takes_a_dtype_policy(digits_tfds_dir):
     splits = runs.build.prepare_data(config)[0]
     model = runs.build.configured_model(config, splits.metadata)
     assert {layer.dtype_policy.name for layer in model.layers} == {"mixed_bfloat16"}
+
+
+def test_a_functional_model_with_a_policy_saves_and_loads_and_keeps_its_inputs_dtype(tmp_path):
+    inputs = layers.Input((8,))
+    model = fx.Model(inputs, layers.Dense(4)(layers.Dense(16, activation="relu")(inputs)))
+    model.dtype_policy = "mixed_bfloat16"
+    assert model.layers[0].get_config()["dtype"] == "float32"           # the Input's data dtype, not a policy
+    model.compile(optimizer="adam", loss="mse")
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    model.fit(x, x[:, :4], epochs=1, batch_size=16, verbose=0)
+    model.save(tmp_path / "m")
+    loaded = fx.load_model(tmp_path / "m")
+    assert {l.compute_dtype for l in loaded.layers[1:]} == {"bfloat16"}
+    np.testing.assert_array_equal(np.asarray(loaded.predict(x), np.float32), np.asarray(model.predict(x), np.float32))

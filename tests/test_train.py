@@ -438,3 +438,18 @@ def test_steps_per_execution_auto_measures_once_and_trains_as_single_steps_do():
     assert trainer.steps_per_execution == first                        # chosen once per Trainer
     with pytest.raises(ValueError, match="an int >= 1 or 'auto'"):
         fx.Trainer(tiny_mlp(), loss=LOGITS_CE, steps_per_execution="fast")
+
+
+def test_what_accumulation_and_auto_steps_cannot_do_is_refused_or_falls_back():
+    masked = fx.losses.get("sparse_categorical_crossentropy", from_logits=True, ignore_class=3)
+    with pytest.raises(ValueError, match="cannot split a loss with ignore_class"):
+        fx.Trainer(tiny_mlp(), loss=masked, grad_accum_steps=2)
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(64, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 64)
+    trainer = fx.Trainer(tiny_mlp(), loss=LOGITS_CE, parallel="pmap", steps_per_execution="auto")
+    trainer.fit(trainer.init(jax.random.key(0)), (x, y), epochs=1, batch_size=16, verbose=0)
+    assert trainer.steps_per_execution == 1                            # pmap: single steps, nothing measured
+    from fluxnet.train.population import Member, Population
+    accumulating = fx.Trainer(tiny_mlp(), loss=LOGITS_CE, grad_accum_steps=4)
+    with pytest.raises(ValueError, match="does not split into grad_accum_steps=4"):
+        Population(accumulating).fit([Member(0)], (x, y), batch_size=10)

@@ -255,7 +255,8 @@ class Model(KerasMethods, Layer):
         variables' dtype changes only with a policy of another variable dtype ("bfloat16")."""
         self._dtype_policy = dtype_policies.get(value)  # the model's config is its layers'
         for layer in self.layers:
-            layer.dtype_policy = value
+            if not isinstance(layer, InputLayer):  # an Input's dtype is its data's
+                layer.dtype_policy = value
         self._abstract = None
 
     def describe(self) -> str:

@@ -174,6 +174,9 @@ class Population:
                      for r, seed in zip(rows, seeds)]  # for their shuffles and step counts
         if len({it.batch_size for it in iterators}) > 1:
             raise ArgumentError("Every member needs at least batch_size training rows (the batches are stacked).")
+        if iterators[0].batch_size % self.trainer.grad_accum_steps:
+            raise ArgumentError(f"batch_size {iterators[0].batch_size} does not split into grad_accum_steps="
+                                f"{self.trainer.grad_accum_steps} equal micro-batches; use a multiple of it.")
         validation = self._validation(members, x, y, validation_data, n)
         view = _View(states)
         for i, member_cbs in enumerate(cbs):

@@ -119,6 +119,10 @@ class Trainer:
         if remat not in REMAT:
             raise unknown_name_error("remat mode", remat, REMAT)
         self.grad_accum_steps, self.remat = int(grad_accum_steps), remat
+        if self.grad_accum_steps > 1 and any(getattr(fn, "keywords", {}).get("ignore_class") is not None
+                                             for fn in objective.loss_fns):
+            raise ArgumentError("grad_accum_steps > 1 cannot split a loss with ignore_class: each micro-batch would "
+                                "average over its own valid positions, not the batch's; use grad_accum_steps=1.")
         self.batches = EpochIterator(self.mesh, parallel)
         replicated = sharding.replicated(self.mesh)
         # MixUp/CutMix turn labels into soft one-hot targets: train on the loss' dense equivalent.
@@ -248,7 +252,10 @@ class Trainer:
         # the steps donate their input buffers: train on a copy, so the caller's state stays valid
         state = sharding.replicate(jax.tree.map(jnp.copy, state), self.mesh)
         if self.steps_per_execution is None:
-            self._choose_steps_per_execution(state, arrays, batches)
+            if self.parallel == "sharding":
+                self._choose_steps_per_execution(state, arrays, batches)
+            else:  # pmap's per-device layout is not measured: single steps
+                self.steps_per_execution = 1
         callbacks = list(callbacks)
         for cb in callbacks:
             if not isinstance(cb, Callback):
@@ -303,7 +310,7 @@ class Trainer:
         batch = self.batches.place(host)
         single = _median_step_seconds(self.train_step, state, batch)
         self.steps_per_execution, self.fused_train_step = 1, None
-        if single < AUTO_FUSE_BELOW and self.parallel == "sharding":
+        if single < AUTO_FUSE_BELOW:
             fused = self._fused(AUTO_FUSED)
             stacked = self.batches.place(jax.tree.map(lambda a: np.stack([a] * AUTO_FUSED), host), stacked=True)
             if _median_step_seconds(fused, state, stacked) / AUTO_FUSED < 0.97 * single:
