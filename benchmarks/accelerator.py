@@ -1,4 +1,5 @@
-"""Accelerator throughput: a ResNet trained with ``fx.Trainer`` on random in-memory data, float32.
+"""Accelerator throughput: a ResNet trained with ``fx.Trainer`` on random in-memory data, in float32 and
+``mixed_bfloat16`` (``--dtype-policies``).
 
 On whatever device jax sees first (a GPU when there is one), for each ``--batch-sizes`` entry:
 
@@ -25,7 +26,8 @@ max-pool; stages 64-128-256-512, two basic blocks each, 11.2M parameters), 10 cl
     python benchmarks/accelerator.py --batch-sizes 256,512 --peak-tflops 494.7
     python benchmarks/accelerator.py --quick                  # tiny sizes: a CPU check that it runs
 
-Only float32: fluxnet has no mixed precision yet.
+Each dtype policy (``fluxnet.dtype_policies``) gets its own model and rows; 16-bit policies are measured
+against the device's bf16 peak.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ import jax
 import numpy as np
 
 import fluxnet as fx
+from fluxnet import dtype_policies
 from fluxnet.models.builders import build_model
 from fluxnet.train import sharding
 
@@ -158,22 +161,32 @@ def number(value: float) -> str:
     return f"{value:,.2f}" if value >= 1 else f"{value:.3g}"
 
 
-def table(rows: list[dict], peak: float | None) -> str:
-    lines = ["| batch | compile s | step ms (median; min-max) | img/s (step) | img/s (fit) "
+def table(rows: list[dict]) -> str:
+    lines = ["| policy | batch | compile s | step ms (median; min-max) | img/s (step) | img/s (fit) "
              "| GFLOP/step (XLA compiled; unoptimised) | TFLOP/s | % of peak |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def gflop(flops):
         return number(flops / 1e9) if flops else "n/a"
 
     for r in rows:
         tflops = number(r["tflop_s"]) if r["tflop_s"] else "n/a"
-        frac = f"{100 * r['tflop_s'] / peak:.1f}%" if r["tflop_s"] and peak else "n/a"
+        frac = f"{100 * r['tflop_s'] / r['peak']:.1f}%" if r["tflop_s"] and r["peak"] else "n/a"
         lo, hi = r["step_ms_range"]
-        lines.append(f"| {r['batch']} | {r['compile_s']:.2f} | {r['step_ms']:.2f} ({lo:.2f}-{hi:.2f}) "
+        lines.append(f"| {r['policy']} | {r['batch']} | {r['compile_s']:.2f} | {r['step_ms']:.2f} ({lo:.2f}-{hi:.2f}) "
                      f"| {r['step_img_s']:,.0f} | {r['fit_img_s']:,.0f} | {gflop(r['compiled_flops'])}; "
                      f"{gflop(r['lowered_flops'])} | {tflops} | {frac} |")
     return "\n".join(lines)
+
+
+def policy_peak(args, device, policy: str, float32: tuple[float | None, str]) -> tuple[float | None, str]:
+    """The peak a policy's rows are measured against: float32's, or the bf16 tensor-core one."""
+    if dtype_policies.get(policy).compute_dtype == "float32" or args.peak_tflops is not None:
+        return float32
+    peaks = known_peaks(device.device_kind)
+    if peaks is None or peaks.get("bf16") is None:
+        return None, f"unknown bf16 peak for {device.device_kind!r}: pass --peak-tflops"
+    return peaks["bf16"], f"{device.device_kind}: dense bf16"
 
 
 def ints_arg(text: str) -> list[int]:
@@ -197,6 +210,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed steps after compiling (default 3)")
     p.add_argument("--fit-steps", type=int, default=None, help="steps of the timed fit epoch (default 20)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's peak TFLOP/s for the fraction")
+    p.add_argument("--dtype-policies", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
+                   default=["float32", "mixed_bfloat16"], help="comma-separated (default float32,mixed_bfloat16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes (batch 8,16; 16x16 images; stages 8,16; 1 block; 5 steps): checks it runs")
@@ -218,41 +233,46 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     begin = time.perf_counter()
     device = jax.devices()[0]
-    peak, peak_source = float32_peak(args, device)
-    model = build_model("resnet", (args.image_size, args.image_size, 3), NUM_CLASSES, stages=tuple(args.stages),
-                        blocks_per_stage=args.blocks_per_stage)
-    # one device: the table is per chip (the Trainer would otherwise shard each batch over all of them)
-    trainer = fx.Trainer(model, loss=fx.losses.get("sparse_categorical_crossentropy", from_logits=True),
-                         optimizer="adam", metrics=["accuracy"], devices=[device])
-    state = trainer.init(jax.random.key(args.seed))
+    float32 = float32_peak(args, device)
     rng = np.random.default_rng(args.seed)
     print(f"jax {jax.__version__}, fluxnet {fx.__version__}, python {platform.python_version()}; "
           f"device: {device.platform} {device.device_kind!r} (1 of {jax.device_count()})", flush=True)
-    print(f"model: fluxnet resnet, {args.image_size}x{args.image_size}x3 -> {NUM_CLASSES}, stages "
-          f"{tuple(args.stages)} x {args.blocks_per_stage} basic blocks, {model.count_params():,} parameters; "
-          f"adam; float32; random data", flush=True)
-    rows = []
-    for batch_size in args.batch_sizes:
-        row, state = measure(args, trainer, state, batch_size, rng)
-        rows.append(row)
-        print(f"  batch {batch_size}: compile {row['compile_s']:.1f} s, step {row['step_ms']:.2f} ms, fit epoch "
-              f"{row['warm_fit_s']:.2f} s (warm-up) / {row['fit_s']:.2f} s, loss {row['loss']:.3f} / "
-              f"{row['fit_loss']:.3f}", file=sys.stderr, flush=True)
+    rows, sources = [], {}
+    for policy in args.dtype_policies:
+        model = build_model("resnet", (args.image_size, args.image_size, 3), NUM_CLASSES, stages=tuple(args.stages),
+                            blocks_per_stage=args.blocks_per_stage)
+        model.dtype_policy = policy
+        # one device: the table is per chip (the Trainer would otherwise shard each batch over all of them)
+        trainer = fx.Trainer(model, loss=fx.losses.get("sparse_categorical_crossentropy", from_logits=True),
+                             optimizer="adam", metrics=["accuracy"], devices=[device])
+        state = trainer.init(jax.random.key(args.seed))
+        peak, sources[policy] = policy_peak(args, device, policy, float32)
+        print(f"model: fluxnet resnet, {args.image_size}x{args.image_size}x3 -> {NUM_CLASSES}, stages "
+              f"{tuple(args.stages)} x {args.blocks_per_stage} basic blocks, {model.count_params():,} parameters; "
+              f"adam; {policy}; random data", flush=True)
+        for batch_size in args.batch_sizes:
+            row, state = measure(args, trainer, state, batch_size, rng)
+            rows.append({**row, "policy": policy, "peak": peak})
+            print(f"  batch {batch_size}: compile {row['compile_s']:.1f} s, step {row['step_ms']:.2f} ms, fit epoch "
+                  f"{row['warm_fit_s']:.2f} s (warm-up) / {row['fit_s']:.2f} s, loss {row['loss']:.3f} / "
+                  f"{row['fit_loss']:.3f}", file=sys.stderr, flush=True)
     print()
-    print(table(rows, peak))
+    print(table(rows))
     for r in rows:
         if r["warm_fit_s"] - r["fit_s"] > 0.5 * r["compile_s"]:  # the first fit also compiles its state copies
-            print(f"\nwarning: batch {r['batch']}: the warm-up fit epoch took {r['warm_fit_s']:.1f} s against "
-                  f"{r['fit_s']:.1f} s: fit seems to have compiled the train step again rather than run the "
+            print(f"\nwarning: {r['policy']} batch {r['batch']}: the warm-up fit epoch took {r['warm_fit_s']:.1f} s "
+                  f"against {r['fit_s']:.1f} s: fit seems to have compiled the train step again rather than run the "
                   "executable timed here.")
         counts = (r["compiled_flops"], r["lowered_flops"])
         if all(counts) and max(counts) > 1.5 * min(counts):
-            print(f"\nwarning: batch {r['batch']}: XLA's compiled FLOP count ({counts[0] / 1e9:,.2f} G) and the "
-                  f"unoptimised module's ({counts[1] / 1e9:,.2f} G) differ by more than 1.5x; TFLOP/s uses the "
-                  "compiled one.")
-    print(f"\npeak: {f'{peak:g} TFLOP/s' if peak else 'n/a'} ({peak_source}). step: {args.warmup} warm-up, "
-          f"median of {args.steps} timed; fit: one epoch of {args.fit_steps} steps after a warm-up epoch. "
-          f"Total {time.perf_counter() - begin:.0f} s.")
+            print(f"\nwarning: {r['policy']} batch {r['batch']}: XLA's compiled FLOP count ({counts[0] / 1e9:,.2f} G) "
+                  f"and the unoptimised module's ({counts[1] / 1e9:,.2f} G) differ by more than 1.5x; TFLOP/s uses "
+                  "the compiled one.")
+    for policy, source in sources.items():
+        peak = next(r["peak"] for r in rows if r["policy"] == policy)
+        print(f"\npeak for {policy}: {f'{peak:g} TFLOP/s' if peak else 'n/a'} ({source}).", end="")
+    print(f"\nstep: {args.warmup} warm-up, median of {args.steps} timed; fit: one epoch of {args.fit_steps} steps "
+          f"after a warm-up epoch. Total {time.perf_counter() - begin:.0f} s.")
     return 0
 
 
