@@ -3,9 +3,10 @@ compiled steps from disk instead of compiling them again.
 
 ``train.compilation_cache``: ``"auto"`` (the default) is JAX's own ``$JAX_COMPILATION_CACHE_DIR`` where
 it is set, else a per-user directory, ``$XDG_CACHE_HOME/fluxnet/jax`` (``~/.cache/fluxnet/jax``); a
-path is that directory; None turns it off. Set before anything compiles (the CLI does it right after reading the config). Every program
-that takes at least :data:`MIN_COMPILE_SECONDS` to compile is kept: on a CPU a step compiles in
-0.3-2 s, below JAX's own default threshold of 1 s.
+path is that directory; None turns it off. Set before anything compiles (the CLI does it right after
+reading the config). Every program is kept, however fast it compiled (:data:`MIN_COMPILE_SECONDS`): on
+a CPU a step compiles in 0.3-2 s, below JAX's own default threshold of 1 s, and reading a small program
+back costs less than compiling it; a threshold would also make what is cached depend on the load.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ml_collections import ConfigDict
 from fluxnet.errors import ConfigError
 from fluxnet.tree import plain
 
-MIN_COMPILE_SECONDS = 0.05
+MIN_COMPILE_SECONDS = 0.0
 
 
 def cache_dir(config: ConfigDict) -> Path | None:
