@@ -404,10 +404,13 @@ def build_optimizer(cfg: Mapping[str, Any], *, total_steps: int) -> optax.Gradie
     return get(name, learning_rate=schedule, **args)
 
 
+INJECTED_STATES = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)  # inject_hyperparams'
+
+
 def set_hyperparameter(opt_state: Any, name: str, value: float) -> Any:
     """``opt_state`` with the injected hyperparameter ``name`` (e.g. ``weight_decay``) set to ``value``
     wherever it is injected (every parameter group); an optimizer without it is an ArgumentError."""
-    states = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)
+    states = INJECTED_STATES
     found = []
 
     def put(leaf):
@@ -430,7 +433,7 @@ def current_learning_rate(opt_state: Any) -> jax.Array | None:
     Reads the first injected ``learning_rate`` found in ``opt_state``; for a :func:`partitioned`
     optimizer pass one group's state, ``opt_state.inner_states[label]``, to choose the group.
     """
-    states = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)
+    states = INJECTED_STATES
     for leaf in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, states)):
         if isinstance(leaf, states) and "learning_rate" in leaf.hyperparams:
             return leaf.hyperparams["learning_rate"]

@@ -1,6 +1,5 @@
 """Models as layers of bigger models (Keras' transfer-learning idiom), ``model.trainable``, ``Lambda``,
 and the row mask of ``Model.apply`` (BatchNormalization's statistics over real rows only)."""
-import json
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +10,7 @@ import fluxnet as fx
 from fluxnet import activations, layers
 from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError
 from fluxnet.layers.base import layer_rng
+from test_models import roundtrip
 
 RNG = np.random.default_rng(0)
 KEY = jax.random.key(0)
@@ -212,13 +212,6 @@ def test_summary_shows_a_nested_model_as_one_row():
     assert f"Total params: {model.count_params():,}" in text
     seq = fx.Sequential([layers.Input((3,)), fx.Sequential([layers.Input((3,)), layers.Dense(2)], name="block")])
     assert "block (Sequential)" in seq.summary(print_fn=None)
-
-
-def roundtrip(model):
-    config = json.loads(json.dumps(model.get_config()))
-    rebuilt = fx.model_from_config(config)
-    assert rebuilt.get_config() == config
-    return rebuilt
 
 
 def test_config_roundtrip_of_nested_models():

@@ -75,6 +75,12 @@ def steps_per_epoch(config: ConfigDict, train: Split) -> int:
     return num_batches(epoch_examples(config, train), config.train.batch_size, drop_remainder=False)
 
 
+def schedule_name(config: ConfigDict) -> str:
+    """The name of ``optimizer.schedule`` (a name or ``{"name": ..., **arguments}``; None: constant)."""
+    schedule = plain(config.optimizer.get("schedule"))
+    return (schedule.get("name") if isinstance(schedule, Mapping) else schedule) or "constant"
+
+
 def build_optimizer(config: ConfigDict, steps: int, learning_rate: float | None = None):
     """``config.optimizer`` for a run of ``steps`` steps per epoch (its schedules span the run), with
     ``learning_rate`` replacing the configured one where given."""

@@ -31,7 +31,8 @@ from fluxnet import optimizers
 from fluxnet.data.splits import DatasetMetadata, DatasetSplits, Split
 from fluxnet.errors import ArgumentError, TrainingInterrupted
 from fluxnet.models import Model
-from fluxnet.runs.build import build_trainer, steps_per_epoch
+from fluxnet.data import num_batches
+from fluxnet.runs.build import build_trainer, schedule_name, steps_per_epoch
 from fluxnet.runs.config import to_json
 from fluxnet.runs.fit import FitResult, data_fingerprint, interrupted_note, open_run, restore_run
 from fluxnet.runs.lock import RunLock
@@ -111,10 +112,8 @@ def traced_values(config: ConfigDict) -> dict[str, Any]:
     """The :data:`TRACED` values of ``config`` that a member may take as values: the learning rate
     where the schedule scales with it, the weight decay where it is set."""
     opt = config.optimizer
-    schedule = plain(opt.get("schedule"))
-    name = schedule.get("name") if isinstance(schedule, dict) else schedule
     out = {}
-    if (name or "constant") in LINEAR_SCHEDULES:
+    if schedule_name(config) in LINEAR_SCHEDULES:
         out["optimizer.learning_rate"] = opt.get("learning_rate")
     if opt.get("weight_decay"):  # 0 or None: no decay step in the optimizer at all
         out["optimizer.weight_decay"] = opt.weight_decay
@@ -129,7 +128,7 @@ def population_key(config: ConfigDict, train_rows: int) -> str:
     for key in traced_values(config):
         group, name = key.split(".")
         flat[group] = {k: v for k, v in flat[group].items() if k != name}
-    steps = -(-train_rows // config.train.batch_size)
+    steps = num_batches(train_rows, config.train.batch_size, drop_remainder=False)
     return json.dumps([flat, steps], sort_keys=True, default=str)
 
 
@@ -288,10 +287,8 @@ def _scale_ratio(config: ConfigDict, base: ConfigDict) -> float:
     """What a member's learning-rate scale carries in the population on top of its own: under a
     schedule (a rate optax recomputes from the step, so not a value in the state) its rate over the
     first member's, whose schedule the population's optimizer follows; 1 for a constant rate."""
-    schedule = plain(config.optimizer.get("schedule"))
-    name = (schedule.get("name") if isinstance(schedule, dict) else schedule) or "constant"
     lr = traced_values(config).get("optimizer.learning_rate")
-    if name == "constant" or lr is None:
+    if schedule_name(config) == "constant" or lr is None:
         return 1.0
     return float(lr) / float(base.optimizer.learning_rate)
 

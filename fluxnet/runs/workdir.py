@@ -20,7 +20,7 @@ from ml_collections import ConfigDict
 
 from fluxnet.errors import ArgumentError, CheckpointError, ConfigMismatchError, NotFoundError
 from fluxnet.models import Model, model_from_config
-from fluxnet.runs.build import build_trainer, checkpoint_monitor, early_stopping, prepare_data
+from fluxnet.runs.build import build_trainer, checkpoint_monitor, early_stopping, prepare_data, schedule_name
 from fluxnet.runs.config import MISSING, config_diff, load_saved_config
 from fluxnet.train import Trainer
 from fluxnet.train.trainer import restore_callbacks
@@ -85,8 +85,7 @@ def check_workdir(config: ConfigDict, workdir: Path) -> list[str]:
     added = [(k, new) for k, old, new in diff if old is MISSING]  # settings fluxnet gained after the run began
     notes = [f"Note: the run in {workdir} predates the config key(s) "
              f"{', '.join(f'{k} (now {new!r})' for k, new in added)}; it continues with those values."] if added else []
-    schedule = plain(config.optimizer.get("schedule"))
-    name = schedule.get("name") if isinstance(schedule, Mapping) else schedule
+    schedule, name = plain(config.optimizer.get("schedule")), schedule_name(config)
     if saved.train.epochs != config.train.epochs and name in ("cosine", "warmup_cosine") \
             and not (isinstance(schedule, Mapping) and schedule.get("decay_steps")):
         notes.append(f"Note: train.epochs changed, so the {name!r} learning-rate schedule now spans "

@@ -15,11 +15,11 @@ import os
 from typing import Any, Callable, Mapping
 
 import jax
-import optax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
 from fluxnet import tree
+from fluxnet.optimizers import INJECTED_STATES
 from fluxnet.errors import CheckpointError
 from fluxnet.metrics import monitor_mode
 from fluxnet.train.faults import CrashPoint
@@ -133,7 +133,6 @@ class Checkpointer:
         self.manager.close()
 
 
-INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
 ADDED_HYPERPARAMETERS = ("weight_decay",)  # injected since the populations' issue; before, a constant
 
 
@@ -147,19 +146,23 @@ def _older_hyperparameters(abstract_state: Any, saved_tree: Any) -> set[str]:
 
 def _without_hyperparameters(state: Any, paths: set[str]) -> Any:
     names = {p.rsplit("/", 1)[-1] for p in paths}
-    return jax.tree.map(lambda s: s._replace(hyperparams={k: v for k, v in s.hyperparams.items() if k not in names})
-                        if isinstance(s, INJECTED) else s, state, is_leaf=lambda s: isinstance(s, INJECTED))
+    def drop(s):
+        if not isinstance(s, INJECTED_STATES):
+            return s
+        return s._replace(hyperparams={k: v for k, v in s.hyperparams.items() if k not in names})
+
+    return jax.tree.map(drop, state, is_leaf=lambda s: isinstance(s, INJECTED_STATES))
 
 
 def _with_hyperparameters(state: Any, fresh: Any) -> Any:
     """``state`` with the hyperparameters only ``fresh`` has (the same optimizer, newly initialised)."""
     def add(s, f):
-        if not isinstance(s, INJECTED):
+        if not isinstance(s, INJECTED_STATES):
             return s
         return s._replace(hyperparams={**{k: v for k, v in f.hyperparams.items() if k not in s.hyperparams},
                                        **s.hyperparams})
 
-    return jax.tree.map(add, state, fresh, is_leaf=lambda s: isinstance(s, INJECTED))
+    return jax.tree.map(add, state, fresh, is_leaf=lambda s: isinstance(s, INJECTED_STATES))
 
 
 class MetaHandler(ocp.JsonCheckpointHandler):

@@ -27,7 +27,7 @@ from fluxnet.train import lr_scale
 from fluxnet.train.callbacks import Callback, History, epoch_end_answer, replacement
 from fluxnet.train.data_adapter import as_xy, check_data, check_fit_counts, num_rows, take
 from fluxnet.train.state import TrainState
-from fluxnet.train.trainer import diverged, interrupted, restore_callbacks, save_checkpoint
+from fluxnet.train.trainer import diverged, interrupted, median_step_seconds, restore_callbacks, save_checkpoint
 from fluxnet.train.steps import finalize, make_eval_step, make_train_step, sum_metrics
 
 
@@ -114,13 +114,7 @@ class Population:
         memory = compiled.memory_analysis()
         needed = (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
                   - memory.alias_size_in_bytes) if memory is not None else 0
-        times = []
-        for _ in range(steps + 1):
-            start = time.perf_counter()
-            states, metrics = self.train_step(states, batch)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - start)
-        return StepCost(compile_seconds, float(np.median(times[1:])), int(needed))
+        return StepCost(compile_seconds, median_step_seconds(self.train_step, states, batch, steps), int(needed))
 
     def fit(self, members: Sequence[Member], data: Any, epochs: int = 1, batch_size: int = 32, *,
             validation_data: Any = None, states: TrainState | None = None,

@@ -308,12 +308,12 @@ class Trainer:
         compilation this adds is bounded: one fused program, only for short steps."""
         host = gather(arrays, np.arange(batches.batch_size) % num_rows(arrays["x"]))
         batch = self.batches.place(host)
-        single = _median_step_seconds(self.train_step, state, batch)
+        single = median_step_seconds(self.train_step, state, batch)
         self.steps_per_execution, self.fused_train_step = 1, None
         if single < AUTO_FUSE_BELOW:
             fused = self._fused(AUTO_FUSED)
             stacked = self.batches.place(jax.tree.map(lambda a: np.stack([a] * AUTO_FUSED), host), stacked=True)
-            if _median_step_seconds(fused, state, stacked) / AUTO_FUSED < 0.97 * single:
+            if median_step_seconds(fused, state, stacked) / AUTO_FUSED < 0.97 * single:
                 self.steps_per_execution, self.fused_train_step = AUTO_FUSED, fused
 
     def _replaced(self, state: TrainState, answer: Any) -> TrainState:
@@ -502,7 +502,7 @@ def _warn_if_logits_mismatch(output, loss_name: str, loss_fn: Callable) -> None:
 AUTO_FUSE_BELOW, AUTO_FUSED = 5e-3, 4  # steps_per_execution="auto": fuse 4 steps when one takes < 5 ms
 
 
-def _median_step_seconds(step: Callable, state: TrainState, batch: dict, repeats: int = 7) -> float:
+def median_step_seconds(step: Callable, state: TrainState, batch: dict, repeats: int = 7) -> float:
     """The median wall time of ``step`` on copies of ``state`` (the steps donate it), after a warm-up
     that compiles it."""
     times = []
