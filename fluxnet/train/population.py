@@ -23,7 +23,7 @@ import numpy as np
 
 from fluxnet.data.batching import BatchIterator
 from fluxnet.errors import ArgumentError, ArgumentTypeError
-from fluxnet.train import lr_scale
+from fluxnet.train import lr_scale, sharding
 from fluxnet.train.callbacks import Callback, History, epoch_end_answer, replacement
 from fluxnet.train.data_adapter import as_xy, check_data, check_fit_counts, num_rows, take
 from fluxnet.train.state import TrainState
@@ -160,7 +160,7 @@ class Population:
         else:
             self._check_states(states, p)
             # on init's device (no second compilation); a copy: the step donates it, the caller keeps theirs
-            states = jax.device_put(jax.tree.map(jnp.copy, states), jax.devices()[0])
+            states = sharding.owned_copy(states, jax.devices()[0])
         # each member's shuffle seed, derived from its key as Trainer.fit derives it
         seeds = [int(rng.ravel()[-1]) % (2 ** 31) if m.shuffle_seed is None else m.shuffle_seed
                  for m, rng in zip(members, np.asarray(jax.device_get(states.rng)))]

@@ -45,6 +45,13 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.device_put(tree, replicated(mesh))
 
 
+def owned_copy(tree: Any, where: Any) -> Any:
+    """Copies of ``tree``'s arrays placed on ``where`` (a sharding or device), each owning its buffer, so
+    a step that donates them leaves ``tree`` valid. A transfer, not a computation: ``jnp.copy`` per leaf
+    compiled one program per distinct shape (0.12 s of the digits CNN's first ``fit``)."""
+    return jax.device_put(tree, where, may_alias=False)
+
+
 def global_batch(tree: Any, where: NamedSharding) -> Any:
     """A host batch that every process holds whole, as global arrays on ``where``: each process
     places only its own devices' shards."""

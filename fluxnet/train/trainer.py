@@ -14,7 +14,6 @@ import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -166,7 +165,7 @@ class Trainer:
         optimizer state for them."""
         new = state.with_variables(variables)
         new = new.replace(opt_state=self.tx.init(new.params))
-        return sharding.replicate(jax.tree.map(jnp.copy, new), self.mesh)  # own buffers: steps donate them
+        return sharding.owned_copy(new, sharding.replicated(self.mesh))  # own buffers: steps donate them
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of ``init``'s result (a checkpoint restore target)."""
@@ -250,7 +249,7 @@ class Trainer:
             data, epochs, batch_size, validation_data, validation_split, class_weight, sample_weight, oversample,
             shuffle, seed)
         # the steps donate their input buffers: train on a copy, so the caller's state stays valid
-        state = sharding.replicate(jax.tree.map(jnp.copy, state), self.mesh)
+        state = sharding.owned_copy(state, sharding.replicated(self.mesh))
         if self.steps_per_execution is None:
             if self.parallel == "sharding":
                 self._choose_steps_per_execution(state, arrays, batches)
@@ -320,7 +319,7 @@ class Trainer:
         """The state a callback hook returned (on the mesh, owning its buffers), else ``state``."""
         if replacement(answer) is None:
             return state
-        return sharding.replicate(jax.tree.map(jnp.copy, answer), self.mesh)
+        return sharding.owned_copy(answer, sharding.replicated(self.mesh))
 
     def final_state(self, state: TrainState, callbacks: Iterable[Callback]) -> TrainState:
         """The state ``fit`` returns: each callback's ``on_train_end`` may replace it (EarlyStopping's
@@ -507,7 +506,7 @@ def median_step_seconds(step: Callable, state: TrainState, batch: dict, repeats:
     that compiles it."""
     times = []
     for i in range(repeats + 1):
-        probe = jax.tree.map(jnp.copy, state)
+        probe = sharding.owned_copy(state, jax.tree.map(lambda a: a.sharding, state))
         jax.block_until_ready(probe)
         start = time.perf_counter()
         jax.block_until_ready(step(probe, batch))
