@@ -12,12 +12,13 @@ from fluxnet.models import Model, Sequential, model_from_config
 from fluxnet.train import Trainer
 from fluxnet.train.saving import load_model
 from fluxnet.train.sharding import initialize_distributed
-from fluxnet.transfer import load_keras_weights, pretrained
+from fluxnet.transfer import load_keras_model, load_keras_weights, pretrained
 
 __version__ = "0.1.0"
-__all__ = ["FluxnetError", "Model", "Sequential", "Trainer", "initialize_distributed", "load_keras_weights",
-           "load_model", "load_run", "model_from_config", "activations", "applications", "augment", "callbacks",
-           "errors", "initializers", "layers", "losses", "metrics", "optimizers", "pretrained", "transfer", "utils"]
+__all__ = ["FluxnetError", "Model", "Sequential", "Trainer", "initialize_distributed", "load_keras_model",
+           "load_keras_weights", "load_model", "load_run", "model_from_config", "activations", "applications",
+           "augment", "callbacks", "errors", "initializers", "layers", "losses", "metrics", "optimizers",
+           "pretrained", "transfer", "utils"]
 
 
 def load_run(workdir, best: bool = False):

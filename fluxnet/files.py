@@ -18,17 +18,18 @@ def writes_here() -> bool:
     return jax.process_index() == 0
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step: readers see the old file or the new, never a part.
-    The file gets the usual permissions (0666 less the umask), like one written in place."""
+def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
+    """Replace ``path`` with ``content`` (text, or bytes) in one step: readers see the old file or the
+    new, never a part. The file gets the usual permissions (0666 less the umask), like one written in
+    place."""
     if not writes_here():
         return
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

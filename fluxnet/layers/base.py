@@ -345,6 +345,17 @@ def _serialize_arg(arg: str, value: Any) -> Any:
     return value
 
 
+def config_constant(value: Any, arg: str) -> float | list:
+    """A number or an array-like of finite numbers (NumPy, JAX) as JSON-friendly floats: a float or nested lists."""
+    try:
+        array = None if value is None else np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or not np.all(np.isfinite(array)):
+        raise ArgumentError(f"{arg} must be a finite number or an array of them, got {value!r}.")
+    return array.tolist()
+
+
 def normalize_tuple(value: int | Sequence[int], n: int, arg: str) -> tuple[int, ...]:
     """Keras' ``standardize_tuple``: an int or an n-tuple of positive ints."""
     if isinstance(value, int):
@@ -353,6 +364,19 @@ def normalize_tuple(value: int | Sequence[int], n: int, arg: str) -> tuple[int, 
     if len(value) != n or not all(isinstance(v, int) and v > 0 for v in value):
         raise ArgumentError(f"{arg} must be a positive int or a tuple of {n} positive ints, got {value!r}.")
     return value
+
+
+def positive_int(value: Any, arg: str) -> int:
+    """``value`` when it is a positive int, else an ArgumentError naming ``arg``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ArgumentError(f"{arg} must be a positive int, got {value!r}.")
+    return value
+
+
+def check_data_format(data_format: str | None) -> None:
+    """Only channels_last (NHWC), Keras' default, is supported."""
+    if data_format not in (None, "channels_last"):
+        raise ArgumentError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
 
 
 def check_padding(padding: str) -> str:

@@ -1,6 +1,7 @@
-"""Core layers: Input, Dense, Activation, Dropout (Lambda has its own module)."""
+"""Core layers: Input, Dense, Activation, ReLU, Dropout (Lambda has its own module)."""
 from __future__ import annotations
 
+import numbers
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -76,6 +77,42 @@ class Activation(Layer):
 
     def call(self, variables, inputs, *, training=False, rng=None):
         return self.activation(inputs)
+
+
+def _non_negative(value: Any, arg: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
+        raise ArgumentError(f"ReLU {arg} must be a number >= 0, got {value!r}.")
+    return value
+
+
+@register("ReLU")
+class ReLU(Layer):
+    """Keras' ReLU layer: ``x`` from ``threshold`` up to ``max_value`` (None: no cap),
+    ``negative_slope * (x - threshold)`` below ``threshold``; Keras' operations in Keras' order."""
+
+    def __init__(self, max_value: float | None = None, negative_slope: float = 0.0, threshold: float = 0.0,
+                 name: str | None = None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.max_value = None if max_value is None else _non_negative(max_value, "max_value")
+        self.negative_slope = _non_negative(negative_slope, "negative_slope")
+        self.threshold = _non_negative(threshold, "threshold")
+
+    def call(self, variables, inputs, *, training=False, rng=None):
+        slope, max_value, threshold = self.negative_slope, self.max_value, self.threshold
+        if slope != 0:  # keras.src.activations.activations.ReLU.static_call
+            if max_value is None and threshold == 0:
+                return jax.nn.leaky_relu(inputs, slope)
+            negative_part = jax.nn.relu(-inputs + threshold) if threshold != 0 else jax.nn.relu(-inputs)
+        clip = max_value is not None
+        if threshold != 0:
+            x = jnp.where(inputs > jnp.asarray(threshold, inputs.dtype), inputs, 0)
+        elif max_value == 6:
+            x, clip = jax.nn.relu6(inputs), False
+        else:
+            x = jax.nn.relu(inputs)
+        if clip:
+            x = jnp.clip(x, jnp.asarray(0, x.dtype), jnp.asarray(max_value, x.dtype))
+        return x - slope * negative_part if slope != 0 else x
 
 
 @register("Dropout")

@@ -6,8 +6,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fluxnet.errors import ArgumentError, DataError
-from fluxnet.layers.base import Layer, check_padding, conv_output_length, normalize_tuple, register
+from fluxnet.errors import DataError
+from fluxnet.layers.base import Layer, check_data_format, check_padding, conv_output_length, normalize_tuple, register
 from fluxnet.layers.conv import window_padding
 
 
@@ -17,8 +17,7 @@ class _Pooling2D(Layer):
     def __init__(self, pool_size: Any = (2, 2), strides: Any = None, padding: str = "valid",
                  data_format: str | None = None, name: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
-        if data_format not in (None, "channels_last"):
-            raise ArgumentError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
+        check_data_format(data_format)
         self.pool_size = normalize_tuple(pool_size, 2, "pool_size")
         self.strides = self.pool_size if strides is None else normalize_tuple(strides, 2, "strides")
         self.padding = check_padding(padding)
@@ -55,8 +54,7 @@ class AveragePooling2D(_Pooling2D):
 class _GlobalPooling2D(Layer):
     def __init__(self, data_format: str | None = None, keepdims: bool = False, name: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
-        if data_format not in (None, "channels_last"):
-            raise ArgumentError(f"Only data_format='channels_last' (NHWC) is supported, got {data_format!r}.")
+        check_data_format(data_format)
         self.keepdims = keepdims
 
     def compute_output_shape(self, input_shape):

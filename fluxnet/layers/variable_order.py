@@ -13,6 +13,10 @@ VARIABLE_ORDERS: Registry[tuple[str, ...]] = Registry("layer class with a known 
 VARIABLE_ORDERS.register("Conv2D", ("kernel", "bias"))
 VARIABLE_ORDERS.register("Dense", ("kernel", "bias"))
 VARIABLE_ORDERS.register("BatchNormalization", ("gamma", "beta", "moving_mean", "moving_variance"))
+VARIABLE_ORDERS.register("DepthwiseConv2D", ("kernel", "bias"))  # Keras 3 names the depthwise kernel "kernel"
+VARIABLE_ORDERS.register("SeparableConv2D", ("depthwise_kernel", "pointwise_kernel", "bias"))
+VARIABLE_ORDERS.register("LayerNormalization", ("gamma", "beta"))
+VARIABLE_ORDERS.register("Normalization", ("mean", "variance", "count"))
 
 
 def keras_layer_keys(model: Any) -> dict[str, str]:

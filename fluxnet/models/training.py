@@ -259,12 +259,16 @@ class KerasMethods:
     # ------------------------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike) -> None:
         """The whole model -- architecture, variables, optimizer state, compile settings -- as a
-        folder that ``fx.load_model(path)`` reads (written atomically)."""
+        folder that ``fx.load_model(path)`` reads (written atomically). A path ending in ``.keras`` gets a
+        Keras 3 archive instead (architecture and variables), which ``keras.saving.load_model`` and
+        ``fx.load_model`` open."""
+        if os.fspath(path).endswith(".keras"):
+            from fluxnet.transfer.keras_file import save_keras_model
+
+            save_keras_model(self, self.variables, path)
+            return
         from fluxnet.train import saving
 
-        if os.fspath(path).endswith(".keras"):
-            raise ArgumentError(f"{path}: fluxnet writes its own format (a folder); Keras' .keras archives are "
-                                "not written yet. Save to a path without the .keras suffix.")
         saving.save_model(path, self.trainer, self._fit_state())
 
     def save_weights(self, path: str | os.PathLike) -> None:

@@ -28,6 +28,7 @@ from fluxnet.errors import CheckpointError, NotFoundError
 from fluxnet.files import write_dir_atomic
 from fluxnet.models import model_from_config
 from fluxnet.train.checkpoint import Checkpointer
+from fluxnet.transfer.keras_file import load_keras_model
 
 FORMAT = "fluxnet-model"
 VERSION = 1
@@ -151,7 +152,12 @@ def load_model(path: str | os.PathLike):
     """A model written by ``model.save``: compiled again from its recorded settings with the saved
     optimizer state, step and random key, so it predicts identically and continues training exactly.
     A model compiled with an optax transform or callable has no recorded settings: it comes back with
-    its variables and a warning that ``compile`` must be called again."""
+    its variables and a warning that ``compile`` must be called again. A Keras 3 ``.keras`` archive
+    comes back with its variables, not compiled (``fx.load_keras_model``)."""
+    if os.fspath(path).endswith(".keras"):
+        model, variables = load_keras_model(path)
+        model._set_variables(variables)
+        return model
     if not os.path.isdir(path):
         raise NotFoundError(f"No saved fluxnet model at {path!r} (model.save(path) writes a folder).")
     config = read_config(path)

@@ -34,6 +34,7 @@ from fluxnet.errors import CheckpointError, NotFoundError
 from fluxnet.layers.base import format_shape
 from fluxnet.layers.variable_order import keras_variables
 from fluxnet.models.functional import Model
+from fluxnet.transfer import keras_archive
 
 _HOW_TO_CONVERT = ("With Keras 3 installed: `m = <the same Keras model>; m.load_weights(OLD_FILE); "
                    "m.save_weights('model.weights.h5')`, then load that file.")
@@ -51,21 +52,27 @@ class _Slot(NamedTuple):
 
 @contextlib.contextmanager
 def _open(path: str | os.PathLike) -> Iterator[h5py.File]:
-    """The weights HDF5 file at ``path`` (or inside a ``.keras`` archive), checked to be Keras 3's."""
+    """The weights HDF5 file at ``path`` (or inside a ``.keras`` archive, read through its checks),
+    checked to be Keras 3's."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise NotFoundError(f"No Keras weights file at {path!r}.")
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if "model.weights.h5" not in archive.namelist():
-                raise CheckpointError(f"{path!r} is a zip archive without 'model.weights.h5', "
-                                      "so not a .keras file.")
-            source = io.BytesIO(archive.read("model.weights.h5"))
+        with keras_archive.open_archive(path) as archive:
+            source = io.BytesIO(keras_archive.read_member(archive, keras_archive.WEIGHTS,
+                                                          keras_archive.MAX_ARCHIVE_BYTES, path))
     elif h5py.is_hdf5(path):
         source = path
     else:
         raise CheckpointError(f"{path!r} is neither an HDF5 file (Keras 3 '.weights.h5') "
                               "nor a '.keras' archive.")
+    with _h5(source, path) as file:
+        yield file
+
+
+@contextlib.contextmanager
+def _h5(source: str | io.BytesIO, path: str) -> Iterator[h5py.File]:
+    """``source`` opened as HDF5 and checked to be a Keras 3 weights file (``path`` names it in errors)."""
     try:
         file = h5py.File(source, "r")
     except OSError as err:
@@ -81,7 +88,7 @@ def _open(path: str | os.PathLike) -> Iterator[h5py.File]:
         yield file
 
 
-def _layer_slots(model: Model, problems: list[str]) -> list[_Slot]:
+def layer_slots(model: Model, problems: list[str]) -> list[_Slot]:
     """The slots of ``model``'s variables; a nested model's layers under ``<its key>/layers/``, as
     Keras saves them."""
     abstract = model.abstract_variables()
@@ -109,7 +116,7 @@ def _layer_slots(model: Model, problems: list[str]) -> list[_Slot]:
 def _plan(model: Model, file: h5py.File, source: str) -> list[_Slot]:
     """Which file entry feeds each model variable; one CheckpointError listing every problem."""
     problems: list[str] = []
-    slots = _layer_slots(model, problems)
+    slots = layer_slots(model, problems)
 
     stored: dict[str, h5py.Dataset] = {}
     file["layers"].visititems(
@@ -150,16 +157,26 @@ def load_keras_weights(model: Model, path: str | os.PathLike) -> dict:
     Keras does, so layer names need not agree.
     """
     with _open(path) as file:
-        slots = _plan(model, file, os.fspath(path))
-        variables: dict = {"params": {}}
-        for slot in slots:
-            dataset = file[slot.path]
-            if dataset.attrs.get("dtype") == "bfloat16":  # Keras writes bfloat16 with this marker
-                array = np.array(dataset, dtype=ml_dtypes.bfloat16)
-            else:
-                array = dataset[()]
-            holder = variables.setdefault(slot.collection, {})
-            for name in slot.layers:
-                holder = holder.setdefault(name, {})
-            holder[slot.variable] = jnp.asarray(array, dtype=slot.dtype)
+        return _read(model, file, os.fspath(path))
+
+
+def variables_from_weights(model: Model, data: bytes, source: str) -> dict:
+    """:func:`load_keras_weights` for the bytes of a ``model.weights.h5`` (read from an archive)."""
+    with _h5(io.BytesIO(data), source) as file:
+        return _read(model, file, source)
+
+
+def _read(model: Model, file: h5py.File, source: str) -> dict:
+    slots = _plan(model, file, source)
+    variables: dict = {"params": {}}
+    for slot in slots:
+        dataset = file[slot.path]
+        if dataset.attrs.get("dtype") == "bfloat16":  # Keras writes bfloat16 with this marker
+            array = np.array(dataset, dtype=ml_dtypes.bfloat16)
+        else:
+            array = dataset[()]
+        holder = variables.setdefault(slot.collection, {})
+        for name in slot.layers:
+            holder = holder.setdefault(name, {})
+        holder[slot.variable] = jnp.asarray(array, dtype=slot.dtype)
     return variables
