@@ -150,7 +150,7 @@ def test_absent_dataset_names_the_build_command(tmp_path):
         data.load_dataset("mnist", data_dir=tmp_path)
     message = str(info.value)
     assert "'mnist' is not prepared" in message and str(tmp_path / "mnist") in message
-    assert f"tfds build mnist --file_format=array_record --data_dir={tmp_path}" in message
+    assert f"fluxnet data prepare mnist --data_dir={tmp_path}" in message   # without TensorFlow
     assert isinstance(info.value.__cause__, NotImplementedError)      # tfds' misleading error, caught
 
 
@@ -163,7 +163,7 @@ def test_tfrecord_only_dataset_names_the_rebuild_command(tmp_path):
         data.load_dataset("mnist", data_dir=tmp_path)
     message = str(info.value)
     assert "TFRECORD format only" in message and "cannot be read without TensorFlow" in message
-    assert f"tfds build mnist --file_format=array_record --data_dir={tmp_path} --overwrite" in message
+    assert f"fluxnet data prepare mnist --data_dir={tmp_path} --overwrite" in message
 
 
 def test_tfds_dataset_through_data_source_with_mock_data(tmp_path):

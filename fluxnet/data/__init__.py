@@ -11,7 +11,9 @@
 
 Modules: ``sources`` (names -> tfds builders -> arrays), ``digits`` (bundled data set),
 ``image_folder`` (class sub-folders, PIL), ``images`` (single-image PIL helpers), ``splits``,
-``load`` (``load_dataset``), ``preprocess``, ``checks``, ``imbalance``, ``batching``, ``prefetch``.
+``load`` (``load_dataset``), ``prepare`` (``prepare_dataset``: mnist, fashion_mnist, cifar10, cifar100
+without TensorFlow; ``list_prepared``) with its tfds builders in ``builders``, ``preprocess``, ``checks``,
+``imbalance``, ``batching``, ``prefetch``.
 
 Importing it does not import tensorflow-datasets: the functions that read data sets by name or from
 folders do (``optional``), and the tfds builder classes ``Digits`` and ``ImageFolder`` are defined on
@@ -24,6 +26,7 @@ from fluxnet.data.imbalance import class_weights_balanced, oversample_indices
 from fluxnet.data.load import load_dataset
 from fluxnet.data.optional import tfds_installed
 from fluxnet.data.prefetch import Prefetcher
+from fluxnet.data.prepare import PreparedDataset, list_prepared, prepare_dataset
 from fluxnet.data.preprocess import (Preprocessing, Preprocessor, channel_stats, fit_preprocessor,
                                      normalize, preprocess_splits, rescale, resize)
 from fluxnet.data.sources import BUNDLED_DATASETS, DatasetNotPreparedError, open_dataset, read_split
@@ -32,9 +35,10 @@ from fluxnet.data.splits import (DEFAULT_SPLITS, DatasetMetadata, DatasetSplits,
 
 __all__ = [
     "BUNDLED_DATASETS", "BatchIterator", "DEFAULT_SPLITS", "DatasetMetadata", "DatasetNotPreparedError",
-    "DatasetSplits", "Digits", "ImageFolder", "Prefetcher", "Preprocessing", "Preprocessor", "Split",
-    "channel_stats", "check_labels", "class_weights_balanced", "fit_preprocessor", "fraction_split_indices",
-    "load_dataset", "normalize", "num_batches", "open_dataset", "oversample_indices", "preprocess_splits",
+    "DatasetSplits", "Digits", "ImageFolder", "Prefetcher", "PreparedDataset", "Preprocessing", "Preprocessor",
+    "Split", "channel_stats", "check_labels", "class_weights_balanced", "fit_preprocessor", "fraction_split_indices",
+    "list_prepared", "load_dataset", "normalize", "num_batches", "open_dataset", "oversample_indices",
+    "prepare_dataset", "preprocess_splits",
     "read_split", "rescale", "resize", "split_spec_arg", "validate", "validate_splits", "select_classes",
     "limit_per_class",
 ]

@@ -12,7 +12,8 @@ from typing import Callable
 
 NEEDS_TFDS = (
     "Reading a data set by name or from an image folder (fluxnet.data.load_dataset, open_dataset, Digits, "
-    "ImageFolder) needs tensorflow-datasets and array_record: pip install tensorflow-datasets array_record. "
+    "ImageFolder), or preparing one (fluxnet data prepare), needs tensorflow-datasets and array_record: "
+    "pip install tensorflow-datasets array_record. "
     "Training on in-memory numpy arrays needs neither; scikit-learn's digits as arrays without them: "
     "fluxnet.data.digits.digits_images_and_labels().")
 
@@ -34,7 +35,7 @@ def tfds():
     return tensorflow_datasets
 
 
-_DEFINING = threading.Lock()
+_DEFINING = threading.RLock()  # re-entrant: a builder class may subclass one that is defined on first use too
 
 
 def defined_once(namespace: dict, name: str, define: Callable[[], type]) -> type:

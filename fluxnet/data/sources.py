@@ -6,10 +6,11 @@ works without TensorFlow. A name is resolved in this order:
 1. a bundled data set (``digits``): prepared into the data dir on first use, offline;
 2. a directory (or any ``os.PathLike``): an image folder, prepared on first use (``ImageFolder``);
 3. a tensorflow-datasets name (``mnist``, ``cifar10``, ``fashion_mnist:3.0.1``, ...): it must already be
-   prepared in the data dir in ArrayRecord format. Preparing public data sets downloads through
-   ``tf.io.gfile``, so that one step needs TensorFlow, on the user's side, once:
+   prepared in the data dir in ArrayRecord format. fluxnet prepares ``mnist``, ``fashion_mnist``,
+   ``cifar10`` and ``cifar100`` itself, without TensorFlow (``fluxnet data prepare NAME``,
+   ``fluxnet.data.prepare``); any other tfds data set is prepared with TensorFlow, once:
    ``tfds build NAME --file_format=array_record``. An absent or TFRecord-only data set raises
-   ``DatasetNotPreparedError`` with that command.
+   ``DatasetNotPreparedError`` with the command that prepares it.
 
 ``data_dir`` defaults to tfds' own (``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``).
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
+from fluxnet.data.builders import PREPARABLE, builder_class
 from fluxnet.data.images import resize_uint8
 from fluxnet.data.optional import tfds as import_tfds
 from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError, NotFoundError, UnknownNameError
@@ -105,19 +107,24 @@ def not_prepared_error(builder: tfds.core.DatasetBuilder, name: str,
                        data_dir: str | os.PathLike | None) -> DatasetNotPreparedError:
     """The error for a data set that is absent or TFRecord-only, with the command that prepares it."""
     root = data_dir_root(data_dir)
-    command = (f"tfds build {shlex.quote(name)} --file_format=array_record "
-               f"--data_dir={shlex.quote(root)}")
-    needs_tf = ("fluxnet reads tfds data sets without TensorFlow, which needs the ArrayRecord format. "
-                "Prepare it once with the command below; that step downloads through TensorFlow "
-                "(`pip install tensorflow` first), reading it afterwards does not:\n    ")
+    if builder.name in PREPARABLE and builder.version == builder_class(builder.name).VERSION:
+        command = f"fluxnet data prepare {builder.name} --data_dir={shlex.quote(root)}"
+        how = ("fluxnet reads tfds data sets in the ArrayRecord format. Prepare it once, without TensorFlow, "
+               "with the command below; it downloads the official files (--manual_dir DIR reads them from DIR "
+               "instead):\n    ")
+    else:
+        command = f"tfds build {shlex.quote(name)} --file_format=array_record --data_dir={shlex.quote(root)}"
+        how = ("fluxnet reads tfds data sets without TensorFlow, which needs the ArrayRecord format. "
+               "Prepare it once with the command below; that step downloads through TensorFlow "
+               "(`pip install tensorflow` first), reading it afterwards does not:\n    ")
     if builder.is_prepared():
         return DatasetNotPreparedError(
             f"Data set {name!r} is prepared in {str(builder.data_path)!r} in "
             f"{builder.info.file_format.value.upper()} format only, which cannot be read without "
-            f"TensorFlow. {needs_tf}{command} --overwrite")
+            f"TensorFlow. {how}{command} --overwrite")
     return DatasetNotPreparedError(
         f"Data set {name!r} is not prepared in the tfds data dir {root!r} "
-        f"(looked for {str(builder.data_path)!r}). {needs_tf}{command}")
+        f"(looked for {str(builder.data_path)!r}). {how}{command}")
 
 
 def split_summary(builder: tfds.core.DatasetBuilder) -> str:

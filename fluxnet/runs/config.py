@@ -26,6 +26,10 @@ from fluxnet.errors import ArgumentTypeError, ConfigError, NotFoundError
 
 ConfigDict = ml_collections.ConfigDict
 
+# Keys whose value may be of either type, whatever the config file holds: a fraction of the train split or
+# a tfds split string (``data.splits.test=test`` replaces the default 0.2).
+SPLIT_KEYS = frozenset({"data.splits.train", "data.splits.validation", "data.splits.test"})
+
 
 def config_module(path: str | Path) -> ModuleType:
     """The config file at ``path``, imported (its ``get_config()`` and, for sweeps, ``get_sweep()``)."""
@@ -137,6 +141,21 @@ def _coerce(key: str, text: str, current: Any, field_type: type, nullable: bool)
                      f"got {text!r}.")
 
 
+def _fraction_or_split(key: str, text: str, current: Any, nullable: bool) -> float | str | None:
+    """A split key's value: a number as a float (a fraction), a string as a tfds split string, None
+    where the key may be None; anything else is refused. ``split_spec_arg`` checks it when the data is
+    loaded."""
+    value = _parse(text)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if value is None and (current is None or nullable):
+        return None
+    if isinstance(value, str):
+        return value.strip()
+    raise ConfigError(f"Config key {key!r} expects a fraction or a tfds split string such as 'test' or "
+                      f"'train[:10%]' (currently {current!r}), got {text!r}.")
+
+
 def apply_overrides(cfg: ConfigDict, overrides: Iterable[str],
                     nullable: Callable[[str], bool] = lambda key: False) -> ConfigDict:
     """A copy of ``cfg`` with ``"dotted.key=value"`` overrides applied.
@@ -145,7 +164,8 @@ def apply_overrides(cfg: ConfigDict, overrides: Iterable[str],
     anything else is a string (``model.name=cnn``). Each value must fit the type of the value it
     replaces: an int may replace a float, a list a tuple (and back), a dict replaces a whole group,
     ``true``/``false`` are accepted for booleans, a field that is None accepts anything, and ``None``
-    turns off a field that is None by default or for which ``nullable(dotted_key)`` is true.
+    turns off a field that is None by default or for which ``nullable(dotted_key)`` is true. A split
+    key (``SPLIT_KEYS``) takes a fraction or a tfds split string, whatever type the file gives it.
     Unknown keys, wrong types and items without ``=`` raise ConfigError (a ValueError) naming the key.
     """
     if isinstance(overrides, str):
@@ -168,7 +188,12 @@ def apply_overrides(cfg: ConfigDict, overrides: Iterable[str],
                                  f"group, so {key!r} does not exist.")
         if last not in parent:
             raise _unknown_key(key, cfg)
-        parent[last] = _coerce(key, text, parent[last], parent.get_type(last), nullable(key))
+        if key in SPLIT_KEYS:
+            value = _fraction_or_split(key, text, parent[last], nullable(key))
+            del parent[last]  # ConfigDict keeps a field's type: the new value may have another
+            parent[last] = value
+        else:
+            parent[last] = _coerce(key, text, parent[last], parent.get_type(last), nullable(key))
     return cfg
 
 
