@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: train test benchmark
+.PHONY: train test test-slow benchmark
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,13 @@ $(STAMP): pyproject.toml
 train: $(STAMP)  ## the main job: the digits CNN, offline, into runs/digits_cnn
 	$(VENV)/bin/fluxnet train configs/digits_cnn.py $(ARGS)
 
-test: $(STAMP)  ## the layering contracts, the linter, then the whole test suite (two workers)
+test: $(STAMP)  ## the layering contracts, the linter, then the test suite except the slow ones (two workers)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check fluxnet tests benchmarks experiments configs
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile $(ARGS)
+
+test-slow: $(STAMP)  ## only the slow tests (-m slow: Keras applications built and compared), two workers
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -m slow $(ARGS)
 
 benchmark: $(STAMP)  ## fluxnet Trainer vs a hand-written flax+optax loop
 	$(VENV)/bin/python benchmarks/train_throughput.py $(ARGS)

@@ -215,6 +215,21 @@ def test_cropping2d_matches_keras(keras):
     assert layers.ZeroPadding2D(((0, 2), 1)).padding == keras.layers.ZeroPadding2D(((0, 2), 1)).padding
 
 
+# ------------------------------------------------------------------------------------ Dropout noise_shape
+@pytest.mark.parametrize("noise_shape, shared", [((None, 1, 1, 1), (1, 2, 3)), ((None, 1, 1, None), (1, 2)),
+                                                 ((1, None, None, None), (0,))])
+def test_dropout_noise_shape_broadcasts_the_mask_as_keras(keras, noise_shape, shared):
+    """Keras' semantics (EfficientNet's drop connect): a None entry takes the input's size, a 1 shares the
+    mask along that axis; kept values scaled by 1 / (1 - rate)."""
+    x = np.ones((16, 4, 4, 3), np.float32)
+    ours, _ = one_layer(layers.Dropout(0.5, noise_shape=noise_shape), x.shape[1:]).apply(
+        {"params": {}}, x, training=True, rng=jax.random.key(0))
+    theirs = keras.layers.Dropout(0.5, noise_shape=noise_shape, seed=1)(x, training=True)
+    for out in (np.asarray(ours), np.asarray(theirs)):
+        assert set(np.unique(out)) == {0.0, 2.0}
+        np.testing.assert_array_equal(out, np.broadcast_to(out.max(axis=shared, keepdims=True), out.shape))
+
+
 # ------------------------------------------------------------------------------------ configs, names, errors
 def test_config_round_trip_of_a_model_with_every_new_layer():
     inp = layers.Input((9, 9, 3))

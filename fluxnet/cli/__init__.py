@@ -7,6 +7,9 @@
     fluxnet baseline CONFIG [key=value ...]                              (baseline.py)
     fluxnet augment-preview CONFIG [key=value ...] [--output PNG]        (augment_preview.py)
     fluxnet sweep | tune | cv CONFIG [key=value ...] ...                 (experiments.py)
+    fluxnet applications [--size N] [--batch B] [--output PNG] [--json PATH]   (applications.py)
+    fluxnet data prepare NAME [--data_dir D] [--manual_dir M] [--overwrite] | data list [--data_dir D]
+                                                                         (data.py)
 
 A user's mistake (a ``FluxnetError``: a bad config, missing data, a locked workdir...) or a fault of the
 machine (a full disk, a read-only folder) ends the command with a one-line message and exit code 2; a
@@ -23,10 +26,10 @@ import sys
 
 from absl import logging as absl_logging
 
-from fluxnet.cli import augment_preview, baseline, errors, evaluate, experiments, summary, train
+from fluxnet.cli import applications, augment_preview, baseline, data, errors, evaluate, experiments, summary, train
 from fluxnet.train.sharding import initialize_distributed
 
-COMMANDS = (train, experiments, evaluate, summary, baseline, augment_preview)
+COMMANDS = (train, experiments, evaluate, summary, baseline, augment_preview, applications, data)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """fluxnet layers: Keras 3 names, arguments and numerics, as pure init/apply functions."""
 from fluxnet.layers.base import Layer, LayerError, SymbolicTensor, register
 from fluxnet.layers.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
+from fluxnet.layers.convnext_blocks import LayerScale, StochasticDepth
 from fluxnet.layers.core import Activation, Dense, Dropout, Input, InputLayer, ReLU
 from fluxnet.layers.lambda_layer import Lambda
 from fluxnet.layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
@@ -13,5 +14,5 @@ __all__ = [
     "Dropout", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D",
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "BatchNormalization", "LayerNormalization", "Normalization",
     "Flatten", "Reshape", "ZeroPadding2D", "Cropping2D", "Rescaling", "Add", "Subtract", "Multiply", "Average",
-    "Maximum", "Minimum", "Concatenate", "Lambda",
+    "Maximum", "Minimum", "Concatenate", "Lambda", "LayerScale", "StochasticDepth",
 ]

@@ -272,13 +272,25 @@ class KerasMethods:
         saving.save_model(path, self.trainer, self._fit_state())
 
     def save_weights(self, path: str | os.PathLike) -> None:
-        """The variables alone (Keras' ``save_weights``), as an orbax folder."""
+        """The variables alone (Keras' ``save_weights``): a path ending in ``.weights.h5`` is Keras 3's
+        file (Keras' ``load_weights`` reads it), any other an orbax folder."""
+        if os.fspath(path).endswith(".weights.h5"):
+            from fluxnet.transfer.keras_file import save_keras_weights
+
+            save_keras_weights(self, self.variables, path)
+            return
         from fluxnet.train import saving
 
         saving.save_variables(path, self.variables)
 
     def load_weights(self, path: str | os.PathLike) -> None:
-        """Variables written by ``save_weights`` (or ``ModelCheckpoint(save_weights_only=True)``)."""
+        """Variables written by ``save_weights`` (or ``ModelCheckpoint(save_weights_only=True)``), or a
+        Keras 3 ``.weights.h5`` file / ``.keras`` archive of the same architecture."""
+        if os.fspath(path).endswith((".weights.h5", ".keras")):
+            from fluxnet.transfer.keras_weights import load_keras_weights
+
+            self._set_variables(load_keras_weights(self, path))
+            return
         from fluxnet.train import saving
 
         self._set_variables(saving.load_variables(path, self.abstract_variables()))

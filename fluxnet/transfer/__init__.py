@@ -8,8 +8,9 @@ Keras 3 weight files (``keras_weights``) and Keras 3 ``.keras`` archives (``kera
 """
 from fluxnet.transfer import keras_file, keras_weights, pretrained
 from fluxnet.transfer.heads import HEAD_PREFIX, MODES, backbone_layers, build_transfer_model, configure
-from fluxnet.transfer.keras_file import load_keras_model, save_keras_model
+from fluxnet.transfer.keras_file import load_keras_model, save_keras_model, save_keras_weights
 from fluxnet.transfer.keras_weights import load_keras_weights
 
 __all__ = ["HEAD_PREFIX", "MODES", "backbone_layers", "build_transfer_model", "configure", "keras_file",
-           "keras_weights", "load_keras_model", "load_keras_weights", "pretrained", "save_keras_model"]
+           "keras_weights", "load_keras_model", "load_keras_weights", "pretrained", "save_keras_model",
+           "save_keras_weights"]

@@ -63,12 +63,7 @@ def save_keras_model(model: Model, variables: Mapping, path: str | os.PathLike) 
     """Write ``model`` with ``variables`` as a Keras 3 ``.keras`` archive at ``path`` (replaced in one step),
     which ``keras.saving.load_model`` opens and which predicts what ``model.apply`` does. Every layer must
     be one Keras has under the same class name (no Lambda); no optimizer state is written."""
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ArgumentError(f"A Keras archive's name ends in .keras (Keras refuses others), got {str(path)!r}.")
-    problems = tree.mismatches(model.abstract_variables(), variables, "variables")
-    if problems:
-        raise ArgumentError(f"The variables do not fit model {model.name!r}:\n  " + "\n  ".join(problems))
+    path = _target(path, ".keras", model, variables)
     metadata = {"keras_version": KERAS_VERSION, "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
     config = json.dumps(keras_config.to_keras(model))
     buffer = io.BytesIO()
@@ -76,8 +71,29 @@ def save_keras_model(model: Model, variables: Mapping, path: str | os.PathLike) 
         archive.writestr(METADATA, json.dumps(metadata))
         archive.writestr(CONFIG, config)
         archive.writestr(WEIGHTS, _weights_file(model, variables))
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, buffer.getvalue())
+    return path
+
+
+def save_keras_weights(model: Model, variables: Mapping, path: str | os.PathLike) -> Path:
+    """Write ``variables`` as Keras 3's ``save_weights`` does (``model.weights.h5``'s layout) at ``path``,
+    a name ending in ``.weights.h5``: the same Keras architecture's ``load_weights`` and
+    ``fx.load_keras_weights`` read it."""
+    path = _target(path, ".weights.h5", model, variables)
+    write_atomic(path, _weights_file(model, variables))
+    return path
+
+
+def _target(path: str | os.PathLike, suffix: str, model: Model, variables: Mapping) -> Path:
+    """``path`` checked to end in ``suffix`` (Keras refuses other names), its folder made, and
+    ``variables`` checked to fit ``model``."""
+    path = Path(path)
+    if not path.name.endswith(suffix):
+        raise ArgumentError(f"A Keras file of this kind is named *{suffix} (Keras refuses others), got {str(path)!r}.")
+    problems = tree.mismatches(model.abstract_variables(), variables, "variables")
+    if problems:
+        raise ArgumentError(f"The variables do not fit model {model.name!r}:\n  " + "\n  ".join(problems))
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
