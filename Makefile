@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: train test test-slow benchmark
+.PHONY: train test test-slow benchmark experiments
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,7 @@ test-slow: $(STAMP)  ## only the slow tests (-m slow: Keras applications built a
 
 benchmark: $(STAMP)  ## fluxnet Trainer vs a hand-written flax+optax loop
 	$(VENV)/bin/python benchmarks/train_throughput.py $(ARGS)
+
+experiments: $(STAMP)  ## every study in experiments/, full size, into experiments/results (each aims at 5 min)
+	for study in $(filter-out experiments/common.py,$(wildcard experiments/*.py)); do \
+	  $(VENV)/bin/python $$study $(ARGS) || exit 1; done

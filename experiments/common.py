@@ -1,0 +1,88 @@
+"""What every study in ``experiments/`` shares: its command line, and its results written as
+``<out>/<study>.json`` (numbers, with the revision, command and wall time that produced them) and
+``<out>/<study>.md`` (the table), beside the plot the study draws into ``<out>/<study>.png``.
+
+A study is a script with ``main(argv=None)``: ``args = common.parse(NAME, __doc__, argv, add)`` then
+``common.write(args, results, table)``. ``--quick`` runs a tiny version of it (seconds, the test
+suite's smoke run); the full run's files in ``experiments/results/`` are the ones the README quotes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+RESULTS = Path(__file__).resolve().with_name("results")
+
+
+def parse(name: str, doc: str, argv: list[str] | None = None,
+          add: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The study's arguments: ``--quick``, ``--out`` (default ``experiments/results``), ``--data-dir``
+    (tfds data dir; default tfds' own) and what ``add`` adds. ``args.study`` is ``name`` and
+    ``args.started`` the start time, for :func:`write`."""
+    p = argparse.ArgumentParser(prog=f"experiments/{name}.py", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a tiny run (seconds) that checks the study works")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for the .json, .md and .png results")
+    p.add_argument("--data-dir", default=None, help="tfds data dir (default: tfds' own)")
+    if add is not None:
+        add(p)
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.study, args.started = name, time.perf_counter()
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    return args
+
+
+def revision() -> str:
+    """The git commit of this checkout (``-dirty`` when files differ from it), or ``"unknown"``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def png(args: argparse.Namespace) -> Path:
+    """Where the study draws its plot."""
+    return args.out / f"{args.study}.png"
+
+
+def write(args: argparse.Namespace, results: Any, table: str) -> dict:
+    """Write ``results`` (JSON-friendly) and the Markdown ``table`` with what produced them; returns the
+    record written to ``<study>.json``."""
+    seconds = time.perf_counter() - args.started
+    record = {"study": args.study, "revision": revision(), "command": " ".join(
+        ["python", f"experiments/{args.study}.py", *args.argv]), "quick": bool(args.quick),
+              "seconds": round(seconds, 1), "results": results}
+    (args.out / f"{args.study}.json").write_text(json.dumps(record, indent=1, default=float) + "\n")
+    footer = (f"\n\n`{record['command']}` at revision `{record['revision'][:12]}`, "
+              f"{seconds:.0f} s on this machine{' (quick mode)' if args.quick else ''}.\n")
+    (args.out / f"{args.study}.md").write_text(table.rstrip() + footer)
+    print(table.rstrip() + footer)
+    return record
+
+
+def mean_std(values: list[float]) -> str:
+    """``"0.912 ± 0.013"`` (population std; a single value has none)."""
+    import numpy as np
+
+    values = np.asarray(values, float)
+    return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values.mean():.3f}"
+
+
+def markdown(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+    """A Markdown table; ``align`` one character per column (``l`` or ``r``; default: first left)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
