@@ -31,6 +31,24 @@ MODES = ("caffe", "tf", "torch")
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)  # "caffe": per channel, on BGR pixels in [0, 255]
 IMAGENET_RGB_MEAN, IMAGENET_RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # "torch": on [0, 1]
 
+ARGUMENTS = """Keras' application arguments, as every network here takes them:
+
+    include_top: end with the network's classifier (``classes`` units; its own layers, see each network).
+    weights: ``None`` (random initialisation by ``model.init``) or the path of a Keras 3 weights file of
+        this architecture (``.weights.h5``, or a ``.keras`` archive), checked against the model here as
+        Keras does; fluxnet models hold no arrays, so the variables come from
+        ``fx.load_keras_weights(model, weights)``. ``"imagenet"`` needs a download and raises an error
+        that says how to make the file with Keras.
+    input_tensor: a symbolic tensor (``layers.Input`` or a layer's output) to build on.
+    input_shape: ``(height, width, channels)``, each side at least the network's minimum; default its
+        default size with the top, ``(None, None, 3)`` without.
+    pooling: without the top, ``None`` (4-D feature map), ``"avg"`` or ``"max"`` (global pooling).
+    classes: number of classes of the top.
+    classifier_activation: activation of ``predictions``; ``None`` gives logits. With a weights file only
+        ``None`` and ``"softmax"`` are allowed (Keras).
+    name: the model's name.
+"""
+
 
 def no_imagenet_message(keras_name: str, keras_arguments: str = "", file_stem: str | None = None) -> str:
     """How to make the weights file of ``keras.applications.<keras_name>(<keras_arguments>)`` on a machine

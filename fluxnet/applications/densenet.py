@@ -54,19 +54,10 @@ def DenseNet(blocks: Sequence[int], include_top: bool = True, weights: str | os.
 
     Args:
         blocks: the numbers of building blocks of the four dense blocks (``conv2`` .. ``conv5``).
-        include_top: end with ``avg_pool`` and the ``predictions`` Dense layer (``classes`` units).
-        weights: ``None`` (random initialisation by ``model.init``) or the path of a Keras 3 weights file
-            of this architecture, checked against the model here; the variables come from
-            ``fx.load_keras_weights(model, weights)``. ``"imagenet"`` needs a download and raises an
-            error that says how to make the file with Keras.
-        input_tensor: a symbolic tensor (``layers.Input`` or a layer's output) to build on.
-        input_shape: ``(height, width, channels)``, each side at least 32; default ``(224, 224, 3)``
-            with the top, ``(None, None, 3)`` without.
-        pooling: without the top, ``None`` (4-D feature map), ``"avg"`` or ``"max"`` (global pooling).
-        classes: number of classes of the top.
-        classifier_activation: activation of ``predictions``; ``None`` gives logits. With a weights
-            file only ``None`` and ``"softmax"`` are allowed (Keras).
-        name: the model's name.
+
+    Keras' other arguments as ``fluxnet.applications.common.ARGUMENTS`` describes them; ``include_top``
+    ends with ``avg_pool`` and the ``predictions`` Dense layer. Input sides are at least 32; the default
+    shape is ``(224, 224, 3)`` with the top, ``(None, None, 3)`` without.
     """
     if not (isinstance(blocks, Sequence) and len(blocks) == 4
             and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in blocks)):

@@ -48,21 +48,9 @@ def ResNet50(include_top: bool = True, weights: str | os.PathLike | None = None,
              name: str = "resnet50") -> Model:
     """Keras 3's ResNet50 as a fluxnet model (arguments, defaults, layer names and order as Keras).
 
-    Args:
-        include_top: end with ``avg_pool`` and the ``predictions`` Dense layer (``classes`` units).
-        weights: ``None`` (random initialisation by ``model.init``) or the path of a Keras 3 weights file
-            of this architecture (``.weights.h5``, or a ``.keras`` archive). The file is checked against
-            the model here, as Keras does; fluxnet models hold no arrays, so the variables come from
-            ``fx.load_keras_weights(model, weights)``. ``"imagenet"`` needs a download and raises an
-            error that says how to make the file with Keras.
-        input_tensor: a symbolic tensor (``layers.Input`` or a layer's output) to build on.
-        input_shape: ``(height, width, channels)``, each side at least 32; default ``(224, 224, 3)``
-            with the top, ``(None, None, 3)`` without.
-        pooling: without the top, ``None`` (4-D feature map), ``"avg"`` or ``"max"`` (global pooling).
-        classes: number of classes of the top.
-        classifier_activation: activation of ``predictions``; ``None`` gives logits. With a weights
-            file only ``None`` and ``"softmax"`` are allowed (Keras).
-        name: the model's name.
+    Arguments as in Keras (``fluxnet.applications.common.ARGUMENTS`` describes them); ``include_top`` ends with
+    ``avg_pool`` and the ``predictions`` Dense layer. Input sides are at least 32; the default shape is ``(224,
+    224, 3)`` with the top, ``(None, None, 3)`` without.
     """
     common.check_arguments("ResNet50", include_top=include_top, weights=weights, pooling=pooling,
                            classifier_activation=classifier_activation)

@@ -62,20 +62,9 @@ def Xception(include_top: bool = True, weights: str | os.PathLike | None = None,
              name: str = "xception") -> Model:
     """Keras 3's Xception as a fluxnet model (arguments, defaults, layer names and order as Keras).
 
-    Args:
-        include_top: end with ``avg_pool`` and the ``predictions`` Dense layer (``classes`` units).
-        weights: ``None`` (random initialisation by ``model.init``) or the path of a Keras 3 weights file
-            of this architecture, checked against the model here; the variables come from
-            ``fx.load_keras_weights(model, weights)``. ``"imagenet"`` needs a download and raises an
-            error that says how to make the file with Keras.
-        input_tensor: a symbolic tensor (``layers.Input`` or a layer's output) to build on.
-        input_shape: ``(height, width, channels)``, each side at least 71; default ``(299, 299, 3)``
-            with the top, ``(None, None, 3)`` without.
-        pooling: without the top, ``None`` (4-D feature map), ``"avg"`` or ``"max"`` (global pooling).
-        classes: number of classes of the top.
-        classifier_activation: activation of ``predictions``; ``None`` gives logits. With a weights
-            file only ``None`` and ``"softmax"`` are allowed (Keras).
-        name: the model's name.
+    Arguments as in Keras (``fluxnet.applications.common.ARGUMENTS`` describes them); ``include_top`` ends with
+    ``avg_pool`` and the ``predictions`` Dense layer. Input sides are at least 71; the default shape is ``(299,
+    299, 3)`` with the top, ``(None, None, 3)`` without.
     """
     common.check_arguments("Xception", include_top=include_top, weights=weights, pooling=pooling,
                            classifier_activation=classifier_activation)
