@@ -17,6 +17,9 @@ def get_config() -> ConfigDict:
         "preprocess": {"rescale": 1 / 255, "normalize": False},
         "classes": None,                  # e.g. (0, 1, 2, 3, 4): only these classes, relabelled 0..k-1
         "train_per_class": None,          # few-shot: at most this many training images per class
+        "streaming": "auto",              # auto | True | False: read batches on demand (grain workers), not into memory
+        "max_in_memory_mb": 2048.0,       # auto streams when the decoded images (uint8) would exceed this many MiB
+        "workers": 2,                     # processes reading a streamed data set (0: read in the training process)
     })
     # On-device augmentation in the train step (fluxnet.augment ops, Keras names), e.g.
     # augment=({"op": "RandomTranslation", "height_factor": 0.1, "width_factor": 0.1},)

@@ -20,8 +20,10 @@ def get_config() -> ConfigDict:
     config.train.epochs = 50
     config.train.early_stopping.patience = 0
     config.transfer = ConfigDict({
-        "backbone": "digits04",           # a zoo name, a zoo entry folder, or a pretrain workdir
+        "backbone": "digits04",           # a zoo name, a zoo entry folder, a pretrain workdir, or a Keras
+                                          # application with its weights: mobilenet_v2:PATH.weights.h5
         "zoo": None,
+        "input_size": None,               # an application's input side (None: its smallest, e.g. 32)
         "mode": "linear_probe",           # linear_probe | fine_tune
         "fine_tune_layers": None,         # fine_tune: unfreeze the top N backbone layers with weights (None: all)
         "backbone_lr_factor": 0.1,        # fine_tune: backbone learning rate = factor * optimizer.learning_rate

@@ -279,6 +279,18 @@ def test_resize_bilinear_halving_is_block_mean():
     assert np.array_equal(np.asarray(data.rescale(np.uint8([0, 255]), 1 / 255)), np.float32([0, 1]))
 
 
+def test_resize_area_averages_covered_pixels():
+    x = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 1)).astype(np.float32)
+    assert np.allclose(np.asarray(data.resize(x, (2, 2), "area")), x.reshape(2, 2, 4, 2, 4, 1).mean(axis=(2, 4)),
+                       atol=1e-6)
+    weights = np.zeros((3, 8))  # 8 -> 3: output pixel i covers [8i/3, 8(i+1)/3), fractional pixels weighted
+    for i in range(3):
+        for j in range(8):
+            weights[i, j] = max(0.0, min(8 * (i + 1) / 3, j + 1) - max(8 * i / 3, j)) * 3 / 8
+    expected = np.einsum("ih,nhwc,jw->nijc", weights, x, weights)
+    assert np.allclose(np.asarray(data.resize(x, (3, 3), "area")), expected, atol=1e-6)
+
+
 def test_preprocessing_config_errors():
     with pytest.raises(ValueError, match="Unknown preprocessing option 'rescal'. Did you mean 'rescale'"):
         data.Preprocessing.from_config({"rescal": 0.5})

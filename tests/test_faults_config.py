@@ -32,7 +32,7 @@ from runs_support import CONFIG, cli_error, overrides
     ("model.cnn.filters=3", "Config key 'model.cnn.filters' expects a value of type tuple"),
     ("seed=-1", "Config key 'seed' must be an int >= 0"),
     ("seed=99999999999", "Config key 'seed' must be below 2**32"),
-    ("data.splits.test=None", "Config key 'data.splits.test' expects a value of type float"),
+    ("data.splits.test=None", "Config key 'data.splits.test' expects a fraction or a tfds split string"),
     ("train.early_stopping={'patience': 1, 'bogus': 2}", "'train.early_stopping' has unknown argument(s) ['bogus']"),
     ("train.class_weight={'a': 1.0}", "'train.class_weight' names the class 'a'; classes are ids"),
     ("data.name=''", "Unknown data set ''"),

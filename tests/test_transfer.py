@@ -209,3 +209,37 @@ def test_mixup_in_the_train_step_trains_sparse_labels_on_their_dense_loss(digits
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert trainer.evaluate(state, digits_splits.test)["accuracy"] > 0.6  # 10 classes: chance is 0.1
     assert len(digits_splits.train) % 64 and trainer.train_step._cache_size() == 2
+
+
+def test_transfer_on_a_keras_application_backbone(tmp_path, digits_tfds_dir, capsys):
+    """``transfer.backbone=mobilenet_v2:FILE.weights.h5``: digits upsampled to 32x32 RGB with the
+    network's preprocess_input; a linear probe leaves the file's weights exactly as they were; a zoo entry
+    made from an application feeds the same inputs."""
+    from fluxnet import cli
+    from fluxnet.runs.build import application_input
+    from fluxnet.runs.config import resolve_config
+
+    backbone = fx.applications.MobileNetV2(include_top=False, input_shape=(32, 32, 3))
+    variables = randomised(backbone.init(jax.random.key(0)))
+    weights = fx.transfer.save_keras_weights(backbone, variables, tmp_path / "mnv2.weights.h5")
+    config = [str(CONFIGS / "digits_transfer.py"), f"data.data_dir={digits_tfds_dir}", "train.epochs=1",
+              "data.train_per_class=5", "transfer.head.pooling=avg", f"transfer.backbone=mobilenet_v2:{weights}"]
+    workdir = tmp_path / "run"
+    assert cli.main(["transfer", *config, "--workdir", str(tmp_path / "refused"), "--quiet"]) == 2
+    assert "takes its own inputs" in capsys.readouterr().err  # data.preprocess rescales: refused, not ignored
+    assert cli.main(["transfer", *config[:-1], "transfer.backbone=mobilenet:x.weights.h5", "--workdir",
+                     str(tmp_path / "unknown"), "--quiet"]) == 2
+    assert "Unknown application" in capsys.readouterr().err
+    assert cli.main(["transfer", *config, "data.preprocess.rescale=None", "--workdir", str(workdir), "--quiet"]) == 0
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["transfer"]["backbone"] == str(weights) and summary["trainable_params"] == 1280 * 5 + 5
+    model, trained = fx.load_run(workdir)
+    assert model.inputs[0].shape == (None, 32, 32, 3)
+    probe = pretrained.restore_into(trained, fx.load_keras_weights(backbone, weights), exclude=["params/head_*"])
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, probe, jax.device_get(trained))))
+    assert cli.main(["evaluate", str(workdir)]) == 0  # the saved config reproduces the inputs
+
+    entry = pretrained.save_backbone(backbone, variables, tmp_path / "zoo" / "mnv2",
+                                     info={"application": "mobilenet_v2"})
+    cfg = resolve_config(config[0], [*config[1:-1], f"transfer.backbone={entry}", "transfer.input_size=40"])
+    assert application_input(cfg) == ("mobilenet_v2", 40)

@@ -9,15 +9,22 @@
         ...
     splits.test                                     # kept apart: iteration skips it
 
+Data larger than memory streams (``streaming``: ``stream(...)`` over a tfds data source, ArrayRecord
+files, an image folder or a grain dataset, read by grain worker processes; ``stream_sources``)::
+
+    train = data.stream("path/to/records-*.array_record", preprocess={"rescale": 1 / 255})
+    trainer.fit(state, train, epochs=3, batch_size=128)
+
 Modules: ``sources`` (names -> tfds builders -> arrays), ``digits`` (bundled data set),
 ``image_folder`` (class sub-folders, PIL), ``images`` (single-image PIL helpers), ``splits``,
 ``load`` (``load_dataset``), ``prepare`` (``prepare_dataset``: mnist, fashion_mnist, cifar10, cifar100
 without TensorFlow; ``list_prepared``) with its tfds builders in ``builders``, ``preprocess``, ``checks``,
-``imbalance``, ``batching``, ``prefetch``.
+``imbalance``, ``batching``, ``prefetch``, ``streaming`` with ``stream_sources``.
 
 Importing it does not import tensorflow-datasets: the functions that read data sets by name or from
 folders do (``optional``), and the tfds builder classes ``Digits`` and ``ImageFolder`` are defined on
-first use. In-memory numpy arrays need neither tensorflow-datasets nor array_record.
+first use; grain is imported by the streams that start worker processes. In-memory numpy arrays need
+neither tensorflow-datasets, array_record nor grain.
 """
 from fluxnet.data import digits, image_folder  # noqa: F401 (their tfds builder classes are made on first use)
 from fluxnet.data.batching import BatchIterator, num_batches
@@ -32,15 +39,18 @@ from fluxnet.data.preprocess import (Preprocessing, Preprocessor, channel_stats,
 from fluxnet.data.sources import BUNDLED_DATASETS, DatasetNotPreparedError, open_dataset, read_split
 from fluxnet.data.splits import (DEFAULT_SPLITS, DatasetMetadata, DatasetSplits, Split,
                                  fraction_split_indices, limit_per_class, select_classes, split_spec_arg)
+from fluxnet.data.stream_sources import write_array_record
+from fluxnet.data.streaming import SequentialStream, Stream, stream
 
 __all__ = [
     "BUNDLED_DATASETS", "BatchIterator", "DEFAULT_SPLITS", "DatasetMetadata", "DatasetNotPreparedError",
     "DatasetSplits", "Digits", "ImageFolder", "Prefetcher", "PreparedDataset", "Preprocessing", "Preprocessor",
-    "Split", "channel_stats", "check_labels", "class_weights_balanced", "fit_preprocessor", "fraction_split_indices",
+    "SequentialStream", "Split", "Stream", "channel_stats", "check_labels", "class_weights_balanced",
+    "fit_preprocessor", "fraction_split_indices",
     "list_prepared", "load_dataset", "normalize", "num_batches", "open_dataset", "oversample_indices",
     "prepare_dataset", "preprocess_splits",
-    "read_split", "rescale", "resize", "split_spec_arg", "validate", "validate_splits", "select_classes",
-    "limit_per_class",
+    "read_split", "rescale", "resize", "split_spec_arg", "stream", "validate", "validate_splits", "select_classes",
+    "limit_per_class", "write_array_record",
 ]
 
 _BUILDERS = {"Digits": digits, "ImageFolder": image_folder}

@@ -28,6 +28,15 @@ def num_batches(n: int, batch_size: int, drop_remainder: bool) -> int:
     return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
+def train_rows(indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(rows, mask)`` of a training batch from its example ``indices``: a full batch as it is (mask
+    None); a last partial one padded to ``batch_size`` with copies of its own rows, ``mask`` marking the
+    real ones (Keras trains it; the padding counts nowhere)."""
+    if indices.size == batch_size:
+        return indices, None
+    return np.resize(indices, batch_size), np.arange(batch_size) < indices.size
+
+
 def _non_negative_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ArgumentError(f"{what} must be a non-negative int, got {value!r}.")

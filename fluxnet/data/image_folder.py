@@ -79,7 +79,9 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[st
     return classes, files
 
 
-def _fingerprint(root: Path, files: list[tuple[str, int]], image_size, color_mode: str) -> str:
+def folder_fingerprint(root: Path, files: list[tuple[str, int]], image_size, color_mode: str) -> str:
+    """A digest of the folder's path, every file's path, label, size and modification time, and the
+    options that shape its images: a changed folder has another."""
     digest = hashlib.sha256(repr((str(root), image_size, color_mode)).encode())
     for relpath, label in files:
         stat = (root / relpath).stat()
@@ -105,7 +107,7 @@ def _define_image_folder() -> type:
             self.class_names, self.files = scan_image_folder(self.root)
             slug = re.sub(r"[^A-Za-z0-9]+", "_", self.root.name).strip("_") or "folder"
             config = tfds.core.BuilderConfig(
-                name=f"{slug}_{_fingerprint(self.root, self.files, self.image_size, self.color_mode)}",
+                name=f"{slug}_{folder_fingerprint(self.root, self.files, self.image_size, self.color_mode)}",
                 description=f"images of {str(self.root)!r}")
             super().__init__(data_dir=data_dir, config=config)
 

@@ -1,4 +1,5 @@
-"""tensorflow-datasets, imported where it is used (``tfds()``), never when ``fluxnet`` is imported.
+"""tensorflow-datasets and grain, imported where they are used (``tfds()``, ``grain()``), never when
+``fluxnet`` is imported.
 
 Data sets by name, image folders and the ``digits`` builder are tfds builders read through ArrayRecord
 files; in-memory numpy arrays need neither tensorflow-datasets nor array_record, so a machine without
@@ -18,6 +19,11 @@ NEEDS_TFDS = (
     "fluxnet.data.digits.digits_images_and_labels().")
 
 
+NEEDS_GRAIN = ("Streaming a data set (fluxnet.data.stream, or Trainer.fit on a tfds data source, an ArrayRecord "
+               "path, an image folder or a grain dataset) needs grain: pip install grain. In-memory numpy arrays "
+               "do not.")
+
+
 def tfds_installed() -> bool:
     """Whether tensorflow-datasets can be imported (found on the path; not imported)."""
     try:
@@ -33,6 +39,21 @@ def tfds():
     except ImportError as err:
         raise ModuleNotFoundError(f"{NEEDS_TFDS} ({err})", name=getattr(err, "name", None)) from err
     return tensorflow_datasets
+
+
+def grain():
+    """The ``grain`` module; ModuleNotFoundError saying what needs it where it is missing. Outside
+    ``absl.app`` (absl flags unparsed) grain would refuse to start worker processes, reading its
+    worker-profiling flag: that one flag is marked given, at its default (off)."""
+    try:
+        import grain as grain_module
+    except ImportError as err:
+        raise ModuleNotFoundError(f"{NEEDS_GRAIN} ({err})", name=getattr(err, "name", None)) from err
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS["grain_enable_multiprocess_worker_profiling"].present = True
+    return grain_module
 
 
 _DEFINING = threading.RLock()  # re-entrant: a builder class may subclass one that is defined on first use too

@@ -22,18 +22,20 @@ import numpy as np
 
 from fluxnet.tree import plain
 from fluxnet.data.images import image_size_arg
-from fluxnet.data.splits import DatasetSplits
-from fluxnet.errors import DataError
+from fluxnet.data.splits import DatasetSplits, Split
+from fluxnet.errors import ArgumentError, DataError
 from fluxnet.registry import unknown_name_error
 
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos3", "lanczos5")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos3", "lanczos5", "area")  # area: tf.keras' pixel average
 EPSILON = 1e-7        # Keras' backend.epsilon(), the floor on a channel's std
 _STATS_CHUNK = 1 << 20
 
 
 def resize(images: jax.Array | np.ndarray, image_size: tuple[int, int], interpolation: str = "bilinear",
            antialias: bool = False) -> jax.Array:
-    """(N, H, W, C) images resized to ``image_size`` = (height, width), as float32."""
+    """(N, H, W, C) images resized to ``image_size`` = (height, width), as float32. ``"area"`` averages the
+    input pixels each output pixel covers (fractional overlaps weighted), e.g. 8x8 digits to 3x3;
+    ``"bilinear"`` without ``antialias`` samples, so a 4x reduction reads only 4 of every 16 pixels."""
     if interpolation not in INTERPOLATIONS:
         raise unknown_name_error("interpolation", interpolation, INTERPOLATIONS)
     images = jnp.asarray(images, jnp.float32)
@@ -115,6 +117,25 @@ class Preprocessor:
             x = normalize(x, self.mean, self.std)
         return x
 
+    def check_host(self) -> None:
+        """Refuse what :meth:`host` cannot do: resizing."""
+        if self.config.image_size is not None:
+            raise ArgumentError(f"Preprocessing image_size={self.config.image_size} resizes whole arrays with JAX, "
+                                "which a stream's worker processes do not run; resize each image as it is decoded "
+                                "instead (fluxnet.data.stream(..., image_size=...), or data.image_size in a run).")
+
+    def host(self, images: np.ndarray) -> np.ndarray:
+        """The rescaling and normalisation of ``__call__`` in numpy float32, for the worker processes of a
+        stream (no JAX there), bit for bit what ``__call__`` gives on CPU: XLA divides by multiplying
+        with the reciprocal, and so does this. Resizing (``image_size``) is ``__call__``'s alone."""
+        self.check_host()
+        x = np.asarray(images, np.float32)
+        if self.config.rescale is not None:
+            x = x * np.float32(self.config.rescale) + np.float32(self.config.offset)
+        if self.mean is not None:
+            x = (x - self.mean.astype(np.float32)) * (np.float32(1) / self.std.astype(np.float32))
+        return x
+
 
 def fit_preprocessor(config: Preprocessing | Mapping[str, Any] | None,
                      train_images: jax.Array | np.ndarray) -> Preprocessor:
@@ -128,6 +149,14 @@ def fit_preprocessor(config: Preprocessing | Mapping[str, Any] | None,
 
 def preprocess_splits(splits: DatasetSplits, config: Preprocessing | Mapping[str, Any] | None
                       ) -> tuple[DatasetSplits, Preprocessor]:
-    """Every split preprocessed (float32 numpy images) with statistics from the training split only."""
-    preprocessor = fit_preprocessor(config, splits.train.images)
-    return splits.map_images(lambda images: np.asarray(preprocessor(images))), preprocessor
+    """Every split preprocessed with statistics from the training split only: in-memory splits become
+    float32 numpy images; streamed splits (``fluxnet.data.streaming.Stream``) take the preprocessor,
+    applied as their batches are read, with statistics from a seeded sample of the training split."""
+    config = Preprocessing.from_config(config)
+    train = splits.train
+    images = None
+    if config.normalize:
+        images = train.images if isinstance(train, Split) else train.raw_sample().images
+    preprocessor = fit_preprocessor(config, images)
+    return splits.map(lambda split: split.map_images(lambda x: np.asarray(preprocessor(x)))
+                      if isinstance(split, Split) else split.with_preprocessor(preprocessor)), preprocessor

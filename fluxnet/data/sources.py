@@ -133,16 +133,18 @@ def split_summary(builder: tfds.core.DatasetBuilder) -> str:
     return ", ".join(f"{s}: {splits[s].num_examples}" for s in splits) or "unknown (not prepared)"
 
 
-def supervised_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
-    """The (image, label) feature names: the data set's supervised keys, else ('image', 'label')."""
-    keys = builder.info.supervised_keys
+def supervised_keys(builder: tfds.core.DatasetBuilder | tfds.core.DatasetInfo) -> tuple[str, str]:
+    """The (image, label) feature names of a builder's (or a ``DatasetInfo``'s) data set: its supervised
+    keys, else ('image', 'label')."""
+    info = getattr(builder, "info", builder)
+    keys = info.supervised_keys
     keys = keys if (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys)) \
         else ("image", "label")
-    features = builder.info.features
+    features = info.features
     missing = [k for k in keys if k not in features]
     label = None if missing else features[keys[1]]
     if missing or not isinstance(label, import_tfds().features.ClassLabel):
-        raise DataError(f"Data set {builder.name!r} is not an image classification data set that "
+        raise DataError(f"Data set {info.name!r} is not an image classification data set that "
                         f"fluxnet can read: it needs an image feature and a ClassLabel feature, "
                         f"looked for {keys}, found features {list(features.keys())}.")
     return keys
@@ -159,10 +161,18 @@ def read_split(builder: tfds.core.DatasetBuilder, split: str, *, name: str | Non
     """The examples a tfds split string selects, as uint8 (N, H, W, C) images and int32 labels.
 
     ``image_size`` resizes images of another size (PIL bilinear); without it every image must have
-    the same shape. A split string that selects nothing raises DataError; a data set that is not
-    prepared in ArrayRecord format raises ``DatasetNotPreparedError`` (``name`` and ``data_dir`` only
-    shape that message).
+    the same shape. Errors as :func:`data_source`.
     """
+    name = name or builder.name
+    source = data_source(builder, split, name=name, data_dir=data_dir)
+    return _to_arrays(source, supervised_keys(builder), f"split {split!r} of data set {name!r}", image_size)
+
+
+def data_source(builder: tfds.core.DatasetBuilder, split: str, *, name: str | None = None,
+                data_dir: str | os.PathLike | None = None):
+    """The tfds data source of a split string (random access; an example is decoded when read). A split
+    string that selects nothing raises DataError; a data set that is not prepared in ArrayRecord format
+    raises ``DatasetNotPreparedError`` (``name`` and ``data_dir`` only shape that message)."""
     name = name or builder.name
     if not isinstance(split, str):
         raise ArgumentTypeError(f"A tfds split is a string such as 'train[:80%]', got {split!r}.")
@@ -180,7 +190,19 @@ def read_split(builder: tfds.core.DatasetBuilder, split: str, *, name: str | Non
         raise not_prepared_error(builder, name, data_dir) from err
     if len(source) == 0:
         raise _empty_split_error(builder, split, name)
-    return _to_arrays(source, supervised_keys(builder), f"split {split!r} of data set {name!r}", image_size)
+    return source
+
+
+def example_image(image: np.ndarray, what: str, index: int, image_size: tuple[int, int] | None) -> np.ndarray:
+    """One example's image as uint8 (height, width, channels) -- a grey (height, width) image gets its
+    channel axis -- resized to ``image_size`` where given; DataError naming ``what`` and ``index`` for
+    anything else."""
+    image = np.asarray(image)
+    image = image[..., None] if image.ndim == 2 else image
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise DataError(f"{what}: expected uint8 (height, width, channels) images, got dtype "
+                        f"{image.dtype} and shape {image.shape} at index {index}.")
+    return image if image_size is None else resize_uint8(image, image_size)
 
 
 def _empty_split_error(builder, split: str, name: str) -> DataError:
@@ -195,13 +217,7 @@ def _to_arrays(source, keys: tuple[str, str], what: str,
     images = labels = None
     for index in range(len(source)):
         example: Mapping = source[index]
-        image = np.asarray(example[image_key])
-        image = image[..., None] if image.ndim == 2 else image
-        if image.dtype != np.uint8 or image.ndim != 3:
-            raise DataError(f"{what}: expected uint8 (height, width, channels) images, got dtype "
-                            f"{image.dtype} and shape {image.shape} at index {index}.")
-        if image_size is not None:
-            image = resize_uint8(image, image_size)
+        image = example_image(example[image_key], what, index, image_size)
         if images is None:
             images = np.empty((len(source), *image.shape), np.uint8)
             labels = np.empty(len(source), np.int32)

@@ -45,6 +45,21 @@ class Split(NamedTuple):
     def __len__(self) -> int:          # the number of examples, not the tuple's two fields
         return int(self.labels.shape[0])
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    def take(self, index: np.ndarray) -> "Split":
+        """The examples at ``index``, in that order."""
+        return Split(self.images[index], self.labels[index])
+
+    def relabel(self, table: np.ndarray) -> "Split":
+        """Labels mapped through ``table`` (old class id -> new one)."""
+        return Split(self.images, table[self.labels].astype(np.int32))
+
+    def map_images(self, fn: Callable[[np.ndarray], np.ndarray]) -> "Split":
+        return Split(np.asarray(fn(self.images)), self.labels)
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetMetadata:
@@ -58,7 +73,8 @@ class DatasetMetadata:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSplits:
-    """A data set's splits as in-memory arrays, plus its metadata.
+    """A data set's splits as in-memory arrays (``Split``) or streams (``fluxnet.data.Stream``, which
+    have ``len``, ``labels``, ``take`` and ``relabel`` too), plus its metadata.
 
     Iterating (and ``items()``) yields ``(name, Split)`` for train and validation only, so loops over
     the splits used while fitting never touch the test split; ``test`` is read by naming it.
@@ -78,12 +94,17 @@ class DatasetSplits:
     def __iter__(self) -> Iterator[tuple[str, Split]]:
         return iter(self.items())
 
-    def map_images(self, fn: Callable[[np.ndarray], np.ndarray]) -> "DatasetSplits":
-        """The same splits with ``fn`` applied to every split's images (test included)."""
-        mapped = {n: Split(np.asarray(fn(s.images)), s.labels) for n, s in self.items(include_test=True)}
-        shape = tuple(mapped["train"].images.shape[1:])
-        metadata = dataclasses.replace(self.metadata, image_shape=shape)
+    def map(self, fn: Callable[[Split], Split]) -> "DatasetSplits":
+        """The same data set with ``fn`` applied to every split (test included); the metadata's image
+        shape is the new training split's."""
+        mapped = {n: fn(s) for n, s in self.items(include_test=True)}
+        metadata = dataclasses.replace(self.metadata, image_shape=tuple(mapped["train"].image_shape))
         return dataclasses.replace(self, **mapped, metadata=metadata)
+
+    def map_images(self, fn: Callable[[np.ndarray], np.ndarray]) -> "DatasetSplits":
+        """The same splits with ``fn`` applied to every split's images (test included); in-memory splits
+        only (a streamed split refuses: its images are read batch by batch)."""
+        return self.map(lambda split: split.map_images(fn))
 
 
 def split_spec_arg(splits: SplitSpec | None) -> dict[str, str | float | None]:
@@ -141,7 +162,7 @@ def fraction_split_indices(labels: np.ndarray, fractions: Mapping[str, float], *
 
 def select_classes(splits: DatasetSplits, classes: Sequence[int]) -> DatasetSplits:
     """Only the examples of ``classes`` (original ids), relabelled ``0..len(classes)-1`` in that order,
-    in every split (e.g. digits 0-4 as a source task and 5-9 as a target task)."""
+    in every split (e.g. digits 0-4 as a source task and 5-9 as a target task); in memory or streamed."""
     classes = [int(c) for c in classes]
     n = splits.metadata.num_classes
     if not classes or len(set(classes)) != len(classes) or not all(0 <= c < n for c in classes):
@@ -152,8 +173,7 @@ def select_classes(splits: DatasetSplits, classes: Sequence[int]) -> DatasetSpli
     def keep(split: Split | None) -> Split | None:
         if split is None:
             return None
-        mask = table[split.labels] >= 0
-        return Split(split.images[mask], table[split.labels[mask]].astype(np.int32))
+        return split.take(np.flatnonzero(table[split.labels] >= 0)).relabel(table)
 
     names = tuple(splits.metadata.class_names[c] for c in classes)
     return dataclasses.replace(splits, train=keep(splits.train), validation=keep(splits.validation),
@@ -163,10 +183,10 @@ def select_classes(splits: DatasetSplits, classes: Sequence[int]) -> DatasetSpli
 
 
 def limit_per_class(split: Split, per_class: int, *, seed: int) -> Split:
-    """At most ``per_class`` examples of each class, drawn with ``seed`` (few-shot training sets)."""
+    """At most ``per_class`` examples of each class, drawn with ``seed`` (few-shot training sets); in
+    memory or streamed."""
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise ArgumentError(f"per_class must be a positive int, got {per_class!r}.")
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(np.flatnonzero(split.labels == c))[:per_class] for c in np.unique(split.labels)]
-    index = np.sort(np.concatenate(chosen))
-    return Split(split.images[index], split.labels[index])
+    return split.take(np.sort(np.concatenate(chosen)))

@@ -9,24 +9,49 @@ from typing import Any, Mapping
 import numpy as np
 from ml_collections import ConfigDict
 
-from fluxnet import losses, optimizers
+from fluxnet import losses, optimizers, pretrained
+from fluxnet.applications import APPLICATIONS
+from fluxnet.applications.inputs import application_images, input_size
 from fluxnet.augment import Pipeline
+from fluxnet.errors import ConfigError, NotFoundError
+from fluxnet.registry import unknown_name_error
 from fluxnet.data import DEFAULT_SPLITS, limit_per_class, load_dataset, num_batches, preprocess_splits, select_classes
+from fluxnet.data.load import DEFAULT_MAX_IN_MEMORY_MB
 from fluxnet.data.splits import DatasetMetadata, DatasetSplits, Split
+from fluxnet.data.streaming import DEFAULT_WORKERS, Stream
 from fluxnet.models import Model
 from fluxnet.models.builders import build_model
 from fluxnet.train import EarlyStopping, MetricsLog, TensorBoard, Trainer
 from fluxnet.tree import plain
 
 METRICS_FILE, TENSORBOARD_DIR = "metrics.jsonl", "tensorboard"
+BASELINE_SAMPLE = 10_000  # the rows of a streamed split the baselines fit and score
 
 
-def load_splits(config: ConfigDict) -> DatasetSplits:
+def streaming_mode(config: ConfigDict, allow_streaming: bool) -> bool | str:
+    """``data.streaming`` (``"auto"``, True, False; default ``"auto"``) where the command streams
+    (``allow_streaming``); elsewhere False, and data.streaming=True refused by name."""
+    mode = config.data.get("streaming", "auto")
+    if allow_streaming:
+        return mode
+    if mode is True:
+        raise ConfigError("Config key 'data.streaming' is True, but this command reads its data into memory (sweeps, "
+                          "tuning, cross-validation, populations, baselines and augmentation previews do); set "
+                          "data.streaming=False or 'auto'. fluxnet train, pretrain, transfer and evaluate stream.")
+    return False
+
+
+def load_splits(config: ConfigDict, allow_streaming: bool = False) -> DatasetSplits:
     """The configured data set split (raw images), restricted to ``data.classes`` (relabelled 0..k-1) and
-    to ``data.train_per_class`` training examples per class where set."""
+    to ``data.train_per_class`` training examples per class where set. With ``allow_streaming`` the
+    splits are streams (``fluxnet.data.Stream``, read by ``data.workers`` processes) as ``data.streaming``
+    says: True, or ``"auto"`` when the decoded images exceed ``data.max_in_memory_mb``."""
     d = config.data
     splits = load_dataset(d.name, data_dir=d.data_dir, splits=plain(d.splits), seed=config.seed,
-                          stratify=d.stratify, image_size=d.image_size)
+                          stratify=d.stratify, image_size=d.image_size,
+                          streaming=streaming_mode(config, allow_streaming),
+                          max_in_memory_mb=d.get("max_in_memory_mb", DEFAULT_MAX_IN_MEMORY_MB),
+                          workers=d.get("workers", DEFAULT_WORKERS))
     if d.get("classes"):
         splits = select_classes(splits, d.classes)
     if d.get("train_per_class"):
@@ -35,13 +60,64 @@ def load_splits(config: ConfigDict) -> DatasetSplits:
 
 
 def preprocess(config: ConfigDict, splits: DatasetSplits) -> tuple[DatasetSplits, Any]:
-    """``(splits, preprocessor)``: ``data.preprocess`` fitted on the training split only, applied to all."""
-    return preprocess_splits(splits, plain(config.data.preprocess))
+    """``(splits, preprocessor)``: ``data.preprocess`` fitted on the training split only, applied to all;
+    for a Keras application backbone, that network's own inputs instead (:func:`application_input`)."""
+    app = application_input(config)
+    if app is None:
+        return preprocess_splits(splits, plain(config.data.preprocess))
+    name, size = app
+    given = {k: v for k, v in plain(config.data.preprocess).items() if v not in (None, False, 0.0, "bilinear")}
+    if given:
+        raise ConfigError(f"transfer.backbone is the Keras application {name!r}, which takes its own inputs "
+                          f"(resized, RGB, its preprocess_input on 0..255 pixels), but data.preprocess also sets "
+                          f"{given}: set those keys to None (e.g. data.preprocess.rescale=None).")
+    return splits.map_images(lambda images: application_images(images, name, size)), None
 
 
-def prepare_data(config: ConfigDict) -> tuple[DatasetSplits, Any]:
-    """``(splits, preprocessor)``: :func:`load_splits`, then :func:`preprocess`."""
-    return preprocess(config, load_splits(config))
+def application_input(config: ConfigDict) -> tuple[str, int] | None:
+    """``(application name, input side)`` when ``transfer.backbone`` is a Keras application --
+    ``NAME:WEIGHTS.weights.h5`` or a zoo entry made from one (``"application"`` in its info) -- else None.
+    The side is ``transfer.input_size``, default the network's smallest."""
+    t = config.get("transfer")
+    if t is None:
+        return None
+    spec = application_spec(t.backbone)
+    if spec is not None:
+        name = spec[0]
+    else:
+        try:  # a zoo entry made from an application says so; a missing one is the transfer job's error
+            name = pretrained.info(t.backbone, t.zoo).get("application")
+        except NotFoundError:
+            return None
+    return None if name is None else (name, input_size(name, t.get("input_size")))
+
+
+def application_spec(backbone: str) -> tuple[str, str] | None:
+    """``(name, weights path)`` of a ``NAME:PATH`` backbone (NAME a registered application); None for a
+    zoo name or a folder."""
+    name, sep, path = str(backbone).partition(":")
+    if not sep or Path(backbone).exists():
+        return None
+    if name not in APPLICATIONS:
+        raise unknown_name_error("application (transfer.backbone=NAME:WEIGHTS)", name, APPLICATIONS.names())
+    return name, path
+
+
+def prepare_data(config: ConfigDict, allow_streaming: bool = False) -> tuple[DatasetSplits, Any]:
+    """``(splits, preprocessor)``: :func:`load_splits`, then :func:`preprocess` (a streamed split's
+    statistics come from a seeded sample of its training split)."""
+    return preprocess(config, load_splits(config, allow_streaming))
+
+
+def in_memory(split: Split | Stream, seed: int) -> Split:
+    """A split as arrays: an in-memory one as it is, a seeded sample of at most ``BASELINE_SAMPLE`` rows of
+    a streamed one (what the baselines fit and score)."""
+    return split if isinstance(split, Split) else split.sample(BASELINE_SAMPLE, seed)
+
+
+def model_inputs(split: Split | Stream) -> Any:
+    """What ``Trainer.predict`` takes of a split: its images, or the stream itself."""
+    return split.images if isinstance(split, Split) else split
 
 
 def configured_model(config: ConfigDict, metadata: DatasetMetadata) -> Model:

@@ -27,8 +27,9 @@ from fluxnet.errors import ArgumentTypeError, ConfigError, NotFoundError
 ConfigDict = ml_collections.ConfigDict
 
 # Keys whose value may be of either type, whatever the config file holds: a fraction of the train split or
-# a tfds split string (``data.splits.test=test`` replaces the default 0.2).
+# a tfds split string (``data.splits.test=test`` replaces the default 0.2); "auto" or a bool (data.streaming).
 SPLIT_KEYS = frozenset({"data.splits.train", "data.splits.validation", "data.splits.test"})
+STREAMING_KEY = "data.streaming"
 
 
 def config_module(path: str | Path) -> ModuleType:
@@ -156,6 +157,14 @@ def _fraction_or_split(key: str, text: str, current: Any, nullable: bool) -> flo
                       f"'train[:10%]' (currently {current!r}), got {text!r}.")
 
 
+def _streaming_mode(key: str, text: str, current: Any, nullable: bool) -> bool | str:
+    """``data.streaming``'s value: ``auto``, or true/false (any case, or a Python bool)."""
+    word = text.strip().strip("'\"").lower()
+    if word in ("auto", "true", "false"):
+        return word if word == "auto" else word == "true"
+    raise ConfigError(f"Config key {key!r} expects 'auto', True or False (currently {current!r}), got {text!r}.")
+
+
 def apply_overrides(cfg: ConfigDict, overrides: Iterable[str],
                     nullable: Callable[[str], bool] = lambda key: False) -> ConfigDict:
     """A copy of ``cfg`` with ``"dotted.key=value"`` overrides applied.
@@ -165,7 +174,8 @@ def apply_overrides(cfg: ConfigDict, overrides: Iterable[str],
     replaces: an int may replace a float, a list a tuple (and back), a dict replaces a whole group,
     ``true``/``false`` are accepted for booleans, a field that is None accepts anything, and ``None``
     turns off a field that is None by default or for which ``nullable(dotted_key)`` is true. A split
-    key (``SPLIT_KEYS``) takes a fraction or a tfds split string, whatever type the file gives it.
+    key (``SPLIT_KEYS``) takes a fraction or a tfds split string, whatever type the file gives it, and
+    ``data.streaming`` takes ``auto``, true or false.
     Unknown keys, wrong types and items without ``=`` raise ConfigError (a ValueError) naming the key.
     """
     if isinstance(overrides, str):
@@ -188,8 +198,9 @@ def apply_overrides(cfg: ConfigDict, overrides: Iterable[str],
                                  f"group, so {key!r} does not exist.")
         if last not in parent:
             raise _unknown_key(key, cfg)
-        if key in SPLIT_KEYS:
-            value = _fraction_or_split(key, text, parent[last], nullable(key))
+        if key in SPLIT_KEYS or key == STREAMING_KEY:
+            parse = _streaming_mode if key == STREAMING_KEY else _fraction_or_split
+            value = parse(key, text, parent[last], nullable(key))
             del parent[last]  # ConfigDict keeps a field's type: the new value may have another
             parent[last] = value
         else:

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+from fluxnet.data.streaming import Stream
 from fluxnet.errors import CheckpointError, DataError, TrainingInterrupted
 from fluxnet.files import write_atomic
 from fluxnet.models import Model
@@ -47,10 +48,14 @@ class FitResult:
 
 
 def data_fingerprint(splits: Any) -> str:
-    """A digest of the training and validation examples (shapes, dtypes, bytes): a resumed run must see
-    the same data it was trained on."""
+    """A digest of the training and validation examples (shapes, dtypes, bytes; of a streamed split its
+    source's files, rows and preprocessing, ``Stream.fingerprint``): a resumed run must see the same data
+    it was trained on."""
     digest = hashlib.blake2b(digest_size=16)
     for split in (splits.train, splits.validation):
+        if isinstance(split, Stream):
+            digest.update(split.fingerprint().encode())
+            continue
         for array in (split if split is not None else ()):
             array = np.ascontiguousarray(array)
             digest.update(repr((array.shape, array.dtype.str)).encode())

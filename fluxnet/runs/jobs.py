@@ -19,12 +19,13 @@ import jax
 from ml_collections import ConfigDict
 
 from fluxnet import optimizers
+from fluxnet.applications import APPLICATIONS
 from fluxnet.data.splits import Split
 from fluxnet.errors import AlreadyExistsError
 from fluxnet.models import Model
 from fluxnet.runs.baselines import baselines
-from fluxnet.runs.build import (TENSORBOARD_DIR, build_optimizer, configured_model, epoch_examples, prepare_data,
-                                steps_per_epoch)
+from fluxnet.runs.build import (TENSORBOARD_DIR, application_input, application_spec, build_optimizer,
+                                configured_model, epoch_examples, prepare_data, steps_per_epoch)
 from fluxnet.runs.fit import FitResult, fit_run
 from fluxnet.runs.lock import RunLock
 from fluxnet.runs.report import write_report
@@ -33,7 +34,7 @@ from fluxnet.runs.signals import StopSignals
 from fluxnet.runs.workdir import check_workdir
 from fluxnet.train.callbacks import Profile
 from fluxnet.train.faults import CrashPoint
-from fluxnet.transfer import build_transfer_model, configure, pretrained
+from fluxnet.transfer import build_transfer_model, configure, load_keras_weights, pretrained
 from fluxnet.tree import plain
 
 SHORT_RUN_STEPS = 100  # a run of fewer optimisation steps rarely trains a model: likely a mistake
@@ -85,7 +86,7 @@ def train(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
     workdir = Path(workdir)
     with RunLock(workdir) as lock:
         _claim(config, workdir, lock)
-        splits, _ = prepare_data(config)
+        splits, _ = prepare_data(config, allow_streaming=True)
         model = configured_model(config, splits.metadata)
         if verbose:
             model.summary()
@@ -109,7 +110,7 @@ def pretrain(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
                                      "pretrain.overwrite=True to replace it, or choose another pretrain.name.")
     with RunLock(workdir) as lock:
         _claim(config, workdir, lock)
-        splits, _ = prepare_data(config)
+        splits, _ = prepare_data(config, allow_streaming=True)
         model = configured_model(config, splits.metadata)
         model.get_layer(p.cut)  # an unknown cut layer fails before training (listing the layer names)
         fit, summary = _fit_and_report(config, workdir, lock, model, splits, verbose=verbose, crash_at=crash_at,
@@ -135,8 +136,8 @@ def transfer(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
     workdir, t = Path(workdir), config.transfer
     with RunLock(workdir) as lock:
         _claim(config, workdir, lock)
-        backbone, backbone_variables = pretrained.load(t.backbone, t.zoo)
-        splits, _ = prepare_data(config)
+        backbone, backbone_variables, source = transfer_backbone(config)
+        splits, _ = prepare_data(config, allow_streaming=True)
         model = build_transfer_model(backbone, splits.metadata.num_classes, **plain(t.head))
         groups = configure(model, backbone, t.mode, t.fine_tune_layers)
         init = pretrained.restore_into(model.init(jax.random.key(config.seed)), backbone_variables,
@@ -147,10 +148,25 @@ def transfer(config: ConfigDict, workdir: str | os.PathLike, verbose: int = 1,
                "backbone": build_optimizer(config, steps, learning_rate=head_lr * t.backbone_lr_factor)}
         if verbose:
             model.summary()
-        extra = {"transfer": {"mode": t.mode, "backbone": str(pretrained.resolve(t.backbone, t.zoo))}}
+        extra = {"transfer": {"mode": t.mode, "backbone": source}}
         return _fit_and_report(config, workdir, lock, model, splits, verbose=verbose, crash_at=crash_at,
                                should_stop=should_stop, extra_summary=extra, optimizer=txs, param_groups=groups,
                                init_variables=init)[1]
+
+
+def transfer_backbone(config: ConfigDict) -> tuple[Model, dict, str]:
+    """``(backbone, variables, where they came from)`` of ``transfer.backbone``: a Keras application
+    with its Keras 3 weights file (``NAME:PATH``; headless, at ``transfer.input_size``), or a zoo
+    name, zoo entry folder or pretrain run directory."""
+    t = config.transfer
+    spec = application_spec(t.backbone)
+    if spec is None:
+        backbone, variables = pretrained.load(t.backbone, t.zoo)
+        return backbone, variables, str(pretrained.resolve(t.backbone, t.zoo))
+    name, weights = spec
+    _, side = application_input(config)
+    backbone = APPLICATIONS.get(name).builder(include_top=False, weights=weights, input_shape=(side, side, 3))
+    return backbone, load_keras_weights(backbone, weights), str(Path(weights).resolve())
 
 
 def baseline_report(config: ConfigDict) -> dict:

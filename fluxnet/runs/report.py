@@ -1,6 +1,7 @@
 """The report of a finished run: test metrics (of the final and the best checkpoint), the baselines it
 must beat, plots and ``summary.json`` with library versions and the git revision. This is the only
-place a run reads its test split."""
+place a run reads its test split. On streamed data the baselines fit and score seeded samples
+(``build.in_memory``)."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -15,6 +16,7 @@ from ml_collections import ConfigDict
 
 from fluxnet.files import write_atomic
 from fluxnet.runs.baselines import baselines
+from fluxnet.runs.build import in_memory, model_inputs
 from fluxnet.runs.fit import FitResult
 from fluxnet.runs.plots import confusion_matrix_plot, training_curves
 from fluxnet.runs.workdir import SUMMARY_FILE, open_checkpoints, restore, restore_step
@@ -52,7 +54,7 @@ def write_report(config: ConfigDict, workdir: str | os.PathLike, fit: FitResult,
     baselines, write the plots and ``summary.json`` (atomically); returns the summary."""
     workdir = Path(workdir)
     trainer, state, train, test = fit.trainer, fit.state, splits.train, splits.test
-    base = baselines(train.images, train.labels, test.images, test.labels, seed=config.seed)
+    base = baselines(*in_memory(train, config.seed), *in_memory(test, config.seed), seed=config.seed)
     test_metrics = trainer.evaluate(state, test, batch_size=256)
     checkpoints = open_checkpoints(config, workdir)
     best_step, best = checkpoints.best_step(), None
@@ -69,7 +71,7 @@ def write_report(config: ConfigDict, workdir: str | os.PathLike, fit: FitResult,
               + f" (baseline accuracy {base['accuracy']:.4f})")
     if fit.history.history:
         training_curves(fit.history.history, str(workdir / "curves.png"), best_epoch=best and best["epoch"])
-    predictions = trainer.predict(state, test.images).argmax(-1)
+    predictions = trainer.predict(state, model_inputs(test)).argmax(-1)
     confusion_matrix_plot(test.labels, predictions, splits.metadata.class_names, str(workdir / "confusion_matrix.png"),
                           title=f"{splits.metadata.name}, test split")
     counts = trainer.model.param_counts()

@@ -26,7 +26,7 @@ OPTIONAL = frozenset({
     "optimizer.global_clipnorm",
     "train.class_weight", "train.early_stopping", "train.compilation_cache", "train.checkpoint.monitor",
     "pretrain.name", "pretrain.zoo",
-    "transfer.zoo", "transfer.fine_tune_layers",
+    "transfer.zoo", "transfer.fine_tune_layers", "transfer.input_size",
 })
 
 
@@ -90,6 +90,20 @@ def _check_class_weight(value: Any) -> None:
                               "weights must be finite numbers >= 0.")
 
 
+def _check_streaming(config: ConfigDict) -> None:
+    """``data.streaming`` is "auto", True or False; ``data.max_in_memory_mb`` a finite number > 0;
+    ``data.workers`` an int >= 0 (each absent from older configs: their defaults)."""
+    mode = _get(config, "data.streaming")
+    if mode is not None and not (mode == "auto" or isinstance(mode, bool)):
+        raise ConfigError(f"Config key 'data.streaming' must be 'auto', True or False, got {mode!r}.")
+    limit = _get(config, "data.max_in_memory_mb")
+    if limit is not None and (not _finite(limit) or limit <= 0):
+        raise ConfigError(f"Config key 'data.max_in_memory_mb' must be a finite number > 0 (MiB of decoded images "
+                          f"above which data.streaming='auto' streams), got {limit!r}.")
+    if _get(config, "data.workers") is not None:
+        _int(config, "data.workers", minimum=0)
+
+
 def check_run_config(config: ConfigDict) -> None:
     """Refuse a config no run can use, naming the key: missing groups, impossible counts, a learning
     rate or rescale that is not a finite positive number, a monitor the run does not log, bad class
@@ -108,6 +122,7 @@ def check_run_config(config: ConfigDict) -> None:
     if _get(config, "train.grad_accum_steps") is not None:
         _int(config, "train.grad_accum_steps", minimum=1)
     _int(config, "data.train_per_class", minimum=1, optional=True)
+    _check_streaming(config)
     for key in ("optimizer.learning_rate", "data.preprocess.rescale"):
         value = _get(config, key)
         if value is not None and (not _finite(value) or value <= 0):

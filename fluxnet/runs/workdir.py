@@ -206,7 +206,7 @@ def evaluate_run(workdir: str | os.PathLike, split: str = "test", best: bool = F
     if split not in SPLITS:
         raise ArgumentError(f"Split {split!r} is not a run split; choose one of {', '.join(SPLITS)}.")
     config, _, trainer, state = _restore_run(Path(workdir), best)
-    data = getattr(prepare_data(config)[0], split)
+    data = getattr(prepare_data(config, allow_streaming=True)[0], split)
     if data is None:
         raise ArgumentError(f"This run's data has no {split} split.")
     return trainer.evaluate(state, data)

@@ -1,6 +1,9 @@
 """From what ``fit``/``evaluate``/``predict`` are given to checked host arrays (Keras' data adapters).
 
-Data is ``(x, y)`` (or ``(x,)``), or a fluxnet data split (``images``/``labels``). ``x`` is an array,
+Data is ``(x, y)`` (or ``(x,)``), or a fluxnet data split (``images``/``labels``); streamed data (a tfds
+data source, an ArrayRecord path, an image folder, a grain dataset: ``fluxnet.data.streaming``) takes
+the Trainer's streamed path instead, whose batches pass these same checks (``check_data``) as they are
+read. ``x`` is an array,
 or a list (in ``model.inputs`` order) or dict (keyed by Input layer name, or by the keys of a dict of
 model inputs) for several inputs; ``y`` likewise per output (see ``objective.py``). Every check runs
 here, on the host, before anything is traced: shapes against the model's Inputs, row counts, label
@@ -16,6 +19,7 @@ import jax
 import numpy as np
 
 from fluxnet.data.checks import check_labels, validate
+from fluxnet.data.streaming import STREAMABLE
 from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError
 from fluxnet.layers.base import format_shape
 from fluxnet.train.objective import Objective, input_names, structured
@@ -23,13 +27,15 @@ from fluxnet.train.objective import Objective, input_names, structured
 SPARSE_LOSSES = ("sparse_categorical_crossentropy",)
 
 
-def as_xy(data: Any, what: str) -> tuple[Any, Any]:
-    """``(x, y)`` from a tuple or a split object with ``images``/``labels`` (``y`` None if absent)."""
+def as_xy(data: Any, what: str, streams: bool = False) -> tuple[Any, Any]:
+    """``(x, y)`` from a tuple or a split object with ``images``/``labels`` (``y`` None if absent); the
+    error for anything else names streamed data too where the caller also takes it (``streams``)."""
     if isinstance(data, (tuple, list)) and len(data) in (1, 2):
         return data[0], data[1] if len(data) == 2 else None
     if hasattr(data, "images") and hasattr(data, "labels"):
         return data.images, data.labels
-    raise ArgumentTypeError(f"{what} must be (x, y) arrays or a fluxnet data split, got {type(data).__name__}.")
+    also = f", or streamed data ({STREAMABLE})" if streams else ""
+    raise ArgumentTypeError(f"{what} must be (x, y) arrays or a fluxnet data split{also}, got {type(data).__name__}.")
 
 
 def num_rows(tree: Any) -> int:
@@ -53,18 +59,23 @@ def take(tree: Any, rows: np.ndarray | slice) -> Any:
     return jax.tree.map(lambda a: a[rows], tree)
 
 
-def split_validation(x: Any, y: Any, sample_weight: Any, fraction: float) -> tuple[tuple, tuple]:
-    """Keras' ``validation_split``: the last ``fraction`` of the rows (before any shuffling) become
-    the validation data. Returns ``((x, y, sample_weight), (val_x, val_y))``."""
+def validation_rows(n: int, fraction: float) -> tuple[slice, slice]:
+    """Keras' ``validation_split`` of ``n`` rows: ``(training rows, validation rows)``, the validation
+    data the last ``fraction`` of them (before any shuffling)."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise ArgumentError(f"validation_split must be a fraction in (0, 1), got {fraction!r}.")
-    n = num_rows(x)
     keep = int(math.floor(n * (1.0 - fraction)))  # Keras' train_validation_split
     val = n - keep
     if val == 0 or keep == 0:
         raise DataError(f"validation_split={fraction} of {n} examples leaves {keep} for training and {val} for "
                         "validation; both need at least one.")
-    head, tail = slice(0, keep), slice(keep, n)
+    return slice(0, keep), slice(keep, n)
+
+
+def split_validation(x: Any, y: Any, sample_weight: Any, fraction: float) -> tuple[tuple, tuple]:
+    """Keras' ``validation_split`` of arrays (:func:`validation_rows`). Returns ``((x, y,
+    sample_weight), (val_x, val_y))``."""
+    head, tail = validation_rows(num_rows(x), fraction)
     weights = None if sample_weight is None else np.asarray(sample_weight)[head]
     return (take(x, head), take(y, head), weights), (take(x, tail), take(y, tail))
 

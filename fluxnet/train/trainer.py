@@ -1,9 +1,10 @@
 """``Trainer``: Keras' compile/fit/evaluate/predict for fluxnet models, on jitted pure steps.
 
-The shell around the pure steps (``steps.py``): batches from ``epoch_iterator.py``, progress bars,
-callbacks, checkpoints. Inside an epoch nothing waits on the device except the progress bar's
-periodic read of the latest loss; each step function is compiled once per batch shape: full
-batches, and at most one more for an epoch's last partial batch (evaluation pads it with a mask).
+The shell around the pure steps (``steps.py``): batches from ``epoch_iterator.py`` (in-memory arrays, or
+streams read by worker processes: ``fluxnet.data.streaming``), progress bars, callbacks, checkpoints.
+Inside an epoch nothing waits on the device except the progress bar's periodic read of the latest loss;
+each step function is compiled once per batch shape: full batches, and at most one more for an epoch's
+last partial batch (evaluation pads it with a mask).
 """
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ from fluxnet import activations
 from fluxnet import losses as losses_lib
 from fluxnet import optimizers
 from fluxnet.data.batching import BatchIterator
+from fluxnet.data.checks import check_labels
 from fluxnet.data.imbalance import class_weights_balanced
+from fluxnet.data.streaming import (EvalFeed, SequentialFeed, SequentialPlan, SequentialStream, Stream, TrainFeed,
+                                    is_streamable, read_batch, stream as as_stream)
 from fluxnet.errors import ArgumentError, ArgumentTypeError, DataError, TrainingDivergedError, TrainingInterrupted
 from fluxnet.models import Model
 from fluxnet.registry import unknown_name_error
 from fluxnet.train import loss_scale, lr_scale, saving, sharding
 from fluxnet.train.callbacks import Callback, History, epoch_end_answer, replacement
-from fluxnet.train.data_adapter import as_xy, check_data, check_fit_counts, class_ids, num_rows, split_validation
+from fluxnet.train.data_adapter import (SPARSE_LOSSES, as_xy, check_data, check_fit_counts, class_ids, num_rows,
+                                       split_validation, validation_rows)
 from fluxnet.train.epoch_iterator import EpochIterator, gather
 from fluxnet.train.faults import CrashPoint
 from fluxnet.train.objective import Objective
@@ -36,6 +41,8 @@ from fluxnet.train.steps import (REMAT, finalize, fuse_steps, make_eval_step, ma
                                  sum_metrics)
 
 PARALLEL = ("sharding", "pmap")
+PROBE_ROWS = 32  # the examples of a stream read and checked before anything is traced
+FEEDS = (TrainFeed, EvalFeed, SequentialFeed)  # streamed batches, in place of in-memory arrays
 
 
 def _optimizer(model: Model, optimizer: Any, param_groups: Mapping[str, str] | None) -> optax.GradientTransformation:
@@ -178,8 +185,10 @@ class Trainer:
         out = self.model.outputs
         return out[0].shape[-1] if len(out) == 1 else None
 
-    def _batch_weights(self, y: np.ndarray, class_weight: Any, sample_weight: np.ndarray | None):
-        """Per-example weights (Keras: class weights become sample weights; not both at once), or None."""
+    def _batch_weights(self, rows: int, labels: Callable[[], np.ndarray], class_weight: Any,
+                       sample_weight: np.ndarray | None):
+        """Per-example weights of ``rows`` examples (Keras: class weights become sample weights; not both at
+        once), or None; ``labels()`` gives their class ids where class weights need them."""
         if class_weight is None and sample_weight is None:
             return None
         if class_weight is not None and self.objective.multi:
@@ -190,7 +199,6 @@ class Trainer:
                              "weights into the sample weights instead.")
         if sample_weight is not None:
             weights = np.asarray(sample_weight, np.float32)
-            rows = num_rows(y)
             if weights.shape != (rows,):
                 raise DataError(f"sample_weight must have shape ({rows},), got {weights.shape}.")
             bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
@@ -198,7 +206,7 @@ class Trainer:
                 raise DataError(f"sample_weight must be finite and >= 0: {bad.size} are not (first at index "
                                 f"{bad[0]}: {weights[bad[0]]}).")
             return weights
-        n, labels = self._num_classes(), class_ids(y)
+        n, labels = self._num_classes(), labels()
         if isinstance(class_weight, str):
             if class_weight != "balanced":
                 raise ArgumentError(f"class_weight must be a dict, a sequence or 'balanced', got {class_weight!r}.")
@@ -225,13 +233,17 @@ class Trainer:
         """Train ``epochs`` more epochs; returns the new state and a Keras-like ``History``. The state
         passed in stays valid (the steps donate the buffers of a copy).
 
+        ``data`` is ``(x, y)`` arrays, a data split, or streamed data (``fluxnet.data.stream``: a tfds data
+        source, an ArrayRecord path, an image folder, a grain dataset or a ``Stream``), read batch by batch
+        by worker processes into the same batches the arrays would give; ``validation_data`` likewise.
         Every example is trained once per epoch, the last partial batch too (as Keras). The shuffle of
         epoch ``e`` depends only on ``seed`` (default: derived from the state's key) and ``e``, and each
         step's randomness on the state's key and step, so a resumed run repeats an uninterrupted one
         exactly. ``validation_split`` holds out the last fraction of the rows, before shuffling (Keras).
-        With ``checkpointer`` every epoch is saved (state, callback states, history; ``stopped``:
-        whether a callback ended training); ``resume`` is the meta ``restore`` returned, to continue
-        callbacks where they were. ``crash_at`` is a test hook (``faults``).
+        With ``checkpointer`` every epoch is saved (state, callback states, history, the data position:
+        next epoch, seed, batch size, examples; ``stopped``: whether a callback ended training); ``resume``
+        is the meta ``restore`` returned, to continue callbacks where they were (its data position must be
+        this fit's). ``crash_at`` is a test hook (``faults``).
         ``class_weight`` (a dict, a sequence or ``"balanced"``) or ``sample_weight`` weigh each example
         as Keras does: the loss is ``sum(w * loss) / rows``, metrics are ``w``-weighted means.
         ``oversample=True`` redraws examples of the rarer classes each epoch up to the majority count.
@@ -248,11 +260,16 @@ class Trainer:
         arrays, batches, validation_data = self._fit_inputs(
             data, epochs, batch_size, validation_data, validation_split, class_weight, sample_weight, oversample,
             shuffle, seed)
+        if isinstance(validation_data, (Stream, SequentialStream)):  # one pipeline for every epoch's validation
+            validation_data = self._eval_feed(validation_data, validation_batch_size or batch_size, "validation",
+                                              True, epochs)
+        feeds = [f for f in (arrays, validation_data) if isinstance(f, FEEDS)]
         # the steps donate their input buffers: train on a copy, so the caller's state stays valid
         state = sharding.owned_copy(state, sharding.replicated(self.mesh))
         if self.steps_per_execution is None:
             if self.parallel == "sharding":
-                self._choose_steps_per_execution(state, arrays, batches)
+                self._choose_steps_per_execution(state, arrays.probe() if isinstance(arrays, FEEDS) else gather(
+                    arrays, np.arange(batches.batch_size) % num_rows(arrays["x"])))
             else:  # pmap's per-device layout is not measured: single steps
                 self.steps_per_execution = 1
         callbacks = list(callbacks)
@@ -272,6 +289,7 @@ class Trainer:
             state = self._replaced(state, cb.on_train_begin(self, state))
         if resume is not None:
             restore_callbacks(cbs, resume)
+            check_position(resume.get("data"), data_position(batches, seed, int(state.epoch)))
         batch_hooks = [cb for cb in cbs if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
         try:
             for epoch in range(int(state.epoch), end):
@@ -292,20 +310,22 @@ class Trainer:
                     new, halt = epoch_end_answer(cb.on_epoch_end(epoch, logs, state))
                     state, stop = self._replaced(state, new), stop or halt
                 if checkpointer is not None and not halted:  # an epoch cut short is no point to resume from
-                    save_checkpoint(checkpointer, state, cbs, logs, stopped=stop)
+                    save_checkpoint(checkpointer, state, cbs, logs, stopped=stop,
+                                    data=data_position(batches, seed, epoch + 1))
                 if stop:
                     break
-        finally:  # also on a failure: the last good checkpoint must be complete
+        finally:  # also on a failure: the last good checkpoint must be complete; stream workers stop
+            for feed in feeds:
+                feed.close()
             if checkpointer is not None:
                 checkpointer.wait()
         return self.final_state(state, cbs), history
 
-    def _choose_steps_per_execution(self, state: TrainState, arrays: dict, batches: BatchIterator) -> None:
-        """``steps_per_execution="auto"``: time single steps on a copy of ``state`` and one batch; where
-        a step is short enough for its dispatch to matter (under :data:`AUTO_FUSE_BELOW` s), compile
-        :data:`AUTO_FUSED` steps fused and keep them if they are measured 3% faster a step. The
+    def _choose_steps_per_execution(self, state: TrainState, host: dict) -> None:
+        """``steps_per_execution="auto"``: time single steps on a copy of ``state`` and one full host
+        batch; where a step is short enough for its dispatch to matter (under :data:`AUTO_FUSE_BELOW` s),
+        compile :data:`AUTO_FUSED` steps fused and keep them if they are measured 3% faster a step. The
         compilation this adds is bounded: one fused program, only for short steps."""
-        host = gather(arrays, np.arange(batches.batch_size) % num_rows(arrays["x"]))
         batch = self.batches.place(host)
         single = median_step_seconds(self.train_step, state, batch)
         self.steps_per_execution, self.fused_train_step = 1, None
@@ -338,50 +358,138 @@ class Trainer:
                          shuffle=True, seed=0)
 
     def _fit_inputs(self, data, epochs, batch_size, validation_data, validation_split, class_weight, sample_weight,
-                    oversample, shuffle, seed) -> tuple[dict, BatchIterator, Any]:
-        """The host arrays, the batch iterator and the validation data of a ``fit``, after checking
-        every argument."""
+                    oversample, shuffle, seed) -> tuple[dict | TrainFeed | SequentialFeed, Any, Any]:
+        """The host arrays (or the feed of a stream), the batch plan and the validation data (checked
+        arrays or a stream) of a ``fit``, after checking every argument."""
         check_fit_counts(epochs, batch_size)
-        x, y = as_xy(data, "fit data")
+        if validation_split and validation_data is not None:
+            raise ArgumentError("Pass validation_data or validation_split, not both.")
+        if is_streamable(data):
+            return self._stream_fit_inputs(data, epochs, batch_size, validation_data, validation_split, class_weight,
+                                           sample_weight, oversample, shuffle, seed)
+        x, y = as_xy(data, "fit data", streams=True)
         if y is None:
             raise ArgumentError("fit needs targets: pass (x, y).")
         if validation_split:
-            if validation_data is not None:
-                raise ArgumentError("Pass validation_data or validation_split, not both.")
             (x, y, sample_weight), validation_data = split_validation(x, y, sample_weight, validation_split)
         x, y = check_data(self.objective, self.model, x, y, "train")
         sharding.check_batch_size(batch_size, self.mesh)
         arrays = {"x": x, "y": y}
-        weights = self._batch_weights(y, class_weight, sample_weight)
+        weights = self._batch_weights(num_rows(y), lambda: class_ids(y), class_weight, sample_weight)
         if weights is not None:
             arrays["weight"] = weights
-        labels = class_ids(y) if oversample else None
+        batches = self._plan(num_rows(x), class_ids(y) if oversample else None, batch_size, shuffle, seed, oversample)
+        return arrays, batches, self._validation_inputs(validation_data)
 
+    def _plan(self, n: int, labels: np.ndarray | None, batch_size: int, shuffle: bool, seed: int,
+              oversample: bool) -> BatchIterator:
+        """The batches of a fit on ``n`` examples (``labels``: their class ids, to oversample)."""
         def batches_of(size: int) -> BatchIterator:
-            return BatchIterator(np.arange(num_rows(x)), labels, size, shuffle=shuffle, seed=seed,
+            return BatchIterator(np.arange(n), labels, size, shuffle=shuffle, seed=seed,
                                  drop_remainder=False, oversample=oversample)
 
         batches = batches_of(batch_size)
         if batches.examples_per_epoch < batch_size:  # fewer examples than a batch: one smaller batch (Keras)
             devices = self.mesh.devices.size * self.grad_accum_steps
             batches = batches_of(-(-batches.examples_per_epoch // devices) * devices)
-        if batches.batch_size % self.grad_accum_steps:
-            raise ArgumentError(f"batch_size {batches.batch_size} does not split into grad_accum_steps="
-                                f"{self.grad_accum_steps} equal micro-batches; use a multiple of it.")
-        if validation_data is not None:
-            vx, vy = as_xy(validation_data, "validation_data")
-            if vy is None:
-                raise ArgumentError("validation_data needs targets: pass (x_val, y_val).")
-            validation_data = check_data(self.objective, self.model, vx, vy, "validation")
-        return arrays, batches, validation_data
+        self._check_accumulation(batches.batch_size)
+        return batches
 
-    def _train_epoch(self, state, batches: BatchIterator, arrays: dict, epoch: int, verbose: int,
+    def _check_accumulation(self, batch_size: int) -> None:
+        if batch_size % self.grad_accum_steps:
+            raise ArgumentError(f"batch_size {batch_size} does not split into grad_accum_steps="
+                                f"{self.grad_accum_steps} equal micro-batches; use a multiple of it.")
+
+    def _validation_inputs(self, validation_data: Any) -> Any:
+        """``validation_data`` checked: arrays, or a stream (its first examples checked)."""
+        if validation_data is None:
+            return None
+        if is_streamable(validation_data):
+            return self._checked_stream(validation_data, "validation", targets=True)
+        vx, vy = as_xy(validation_data, "validation_data", streams=True)
+        if vy is None:
+            raise ArgumentError("validation_data needs targets: pass (x_val, y_val).")
+        return check_data(self.objective, self.model, vx, vy, "validation")
+
+    # -------------------------------------------------------------------------------- streams
+    def _stream_fit_inputs(self, data, epochs, batch_size, validation_data, validation_split, class_weight,
+                           sample_weight, oversample, shuffle, seed) -> tuple[TrainFeed | SequentialFeed, Any, Any]:
+        """``_fit_inputs`` for streamed data: the stream's first examples are checked here, every batch as
+        it is read (``_stream_check``); labels are read up front only for class weights and oversampling."""
+        s = as_stream(data)
+        if validation_split:
+            if isinstance(s, SequentialStream):
+                raise ArgumentError("validation_split needs random access, which a grain IterDataset lacks; pass "
+                                    "validation_data (or a MapDataset).")
+            head, tail = validation_rows(len(s), validation_split)
+            sample_weight = None if sample_weight is None else np.asarray(sample_weight)[head]
+            s, validation_data = s.take(head), s.take(tail)
+        s = self._checked_stream(s, "train", targets=True)
+        sharding.check_batch_size(batch_size, self.mesh)
+        validation = self._validation_inputs(validation_data)
+        check = self._stream_check("train", targets=True)
+        if isinstance(s, SequentialStream):
+            given = [name for name, v in (("class_weight", class_weight), ("sample_weight", sample_weight),
+                                          ("oversample", oversample or None)) if v is not None]
+            if given:
+                raise ArgumentError(f"{', '.join(given)} need every example's label up front, but a grain IterDataset "
+                                    "is read in order only; pass a grain MapDataset (or weigh in its elements).")
+            self._check_accumulation(batch_size)
+            plan = SequentialPlan(batch_size)
+            return SequentialFeed(s, batch_size, self.batches.share(batch_size), False, True, check, plan), plan, \
+                validation
+        if (class_weight is not None or oversample) and self.objective.loss_names[0] in SPARSE_LOSSES:
+            check_labels(s.labels, self._num_classes(), split="train")
+        weights = self._batch_weights(len(s), lambda: s.labels, class_weight, sample_weight)
+        plan = self._plan(len(s), s.labels if oversample else None, batch_size, shuffle, seed, oversample)
+        return TrainFeed(s, plan, weights, self.batches.share(plan.batch_size), epochs, check), plan, validation
+
+    def _checked_stream(self, data: Any, split: str, targets: bool) -> Stream | SequentialStream:
+        """``data`` as a stream whose first examples pass the checks of in-memory data."""
+        s = as_stream(data)
+        if self.parallel == "pmap" and jax.process_count() > 1:
+            raise ArgumentError("parallel='pmap' across processes takes in-memory data; stream with "
+                                "parallel='sharding'.")
+        if isinstance(s, SequentialStream):
+            probe = next(iter(SequentialFeed(s, PROBE_ROWS, slice(None), False, targets, lambda b: b).batches()),
+                         None)
+            if probe is None:
+                raise DataError(f"The {split} data (a grain IterDataset) holds no examples.")
+        else:
+            probe = read_batch(s, np.arange(min(len(s), PROBE_ROWS)), None, None, targets)
+        self._stream_check(split, targets)(probe)
+        return s
+
+    def _stream_check(self, split: str, targets: bool) -> Callable[[dict], dict]:
+        """The checks and structuring of in-memory data (``check_data``) for each streamed host batch."""
+        def check(batch: dict) -> dict:
+            if targets and "y" not in batch:
+                raise ArgumentError(f"The {split} data needs targets, but the streamed examples have none (give "
+                                    "(x, y) elements, or labelled records).")
+            x, y = check_data(self.objective, self.model, batch["x"], batch.get("y"), split)
+            return {**batch, "x": x, "y": y} if targets else {**batch, "x": x}
+
+        return check
+
+    def _eval_feed(self, s: Stream | SequentialStream, batch_size: int, split: str, targets: bool,
+                   repeats: int = 1) -> EvalFeed | SequentialFeed:
+        """The evaluation (or, without ``targets``, prediction) batches of a checked stream, in the
+        padded batch shape of in-memory data; ``repeats`` passes (a fit's epochs) share its workers."""
+        size = self.batches.eval_batch_size(None if isinstance(s, SequentialStream) else len(s), batch_size)
+        check = self._stream_check(split, targets)
+        if isinstance(s, SequentialStream):
+            return SequentialFeed(s, size, self.batches.share(size), True, targets, check)
+        return EvalFeed(s, size, self.batches.share(size), targets, repeats, check)
+
+    def _train_epoch(self, state, batches: BatchIterator | SequentialPlan, arrays: dict | TrainFeed | SequentialFeed,
+                     epoch: int, verbose: int,
                      crash_at: CrashPoint | None = None, should_stop: Callable[[int], Any] | None = None,
                      batch_hooks: Sequence[Callback] = ()):
         from tqdm.auto import tqdm
 
         steps, k = batches.steps_per_epoch, self.steps_per_execution
-        crash_step = max(1, steps // 2) if crash_at is not None and crash_at.mid_epoch(epoch + 1) else None
+        crash_step = (max(1, steps // 2) if crash_at is not None and crash_at.mid_epoch(epoch + 1) and steps
+                      else None)  # (an IterDataset's first epoch has no known length)
         first_step = int(state.step)
         bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}", unit="step", disable=verbose != 1, leave=True,
                    dynamic_ncols=True)
@@ -415,7 +523,8 @@ class Trainer:
         if self.parallel == "pmap":
             state = self._unreplicate(state)
         logs = self._ordered(finalize(sum_metrics(self._host_metrics(sums))))
-        bar.set_postfix(_postfix(logs, batches.examples_per_epoch, time.perf_counter() - start))
+        bar.set_postfix(_postfix(logs, batches.examples_per_epoch or done * batches.batch_size,
+                                 time.perf_counter() - start))
         bar.close()
         if not halted and not math.isfinite(logs["loss"]):
             raise diverged(logs["loss"], epoch, int(state.step))
@@ -441,15 +550,25 @@ class Trainer:
     # -------------------------------------------------------------------------------- evaluate / predict
     def evaluate(self, state: TrainState, data: Any, batch_size: int = 256, verbose: int = 0) -> dict[str, float]:
         """Loss and metrics averaged over every real example of ``data`` (inference mode), in Keras'
-        log order (``objective.log_names``)."""
-        x, y = as_xy(data, "evaluate data")
+        log order (``objective.log_names``). ``data`` as ``fit`` takes it, streamed data included."""
+        if is_streamable(data):
+            feed = self._eval_feed(self._checked_stream(data, "evaluation", True), batch_size, "evaluation", True)
+            try:
+                return self._evaluate_checked(state, feed, batch_size, verbose)
+            finally:
+                feed.close()
+        x, y = as_xy(data, "evaluate data", streams=True)
         if y is None:
             raise ArgumentError("evaluate needs targets: pass (x, y).")
         return self._evaluate_checked(state, check_data(self.objective, self.model, x, y, "evaluation"), batch_size,
                                       verbose)
 
-    def _evaluate_checked(self, state: TrainState, xy: tuple, batch_size: int, verbose: int) -> dict[str, float]:
-        sums = [self.eval_step(state, b) for b in self.batches.padded({"x": xy[0], "y": xy[1]}, batch_size)]
+    def _evaluate_checked(self, state: TrainState, xy: tuple | EvalFeed | SequentialFeed, batch_size: int,
+                          verbose: int) -> dict[str, float]:
+        """Evaluate checked arrays ``(x, y)``, or a stream's feed (one pass)."""
+        batches = (self.batches.streamed(xy.batches()) if isinstance(xy, FEEDS)
+                   else self.batches.padded({"x": xy[0], "y": xy[1]}, batch_size))
+        sums = [self.eval_step(state, b) for b in batches]
         logs = self._ordered(finalize(sum_metrics(_to_host(sums))))
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
@@ -461,10 +580,18 @@ class Trainer:
 
     def predict(self, state: TrainState, x: Any, batch_size: int = 256) -> Any:
         """Model outputs for every example of ``x`` (inference mode), as numpy, structured like the
-        model's outputs."""
-        x, _ = check_data(self.objective, self.model, x, None, "predict")
-        host = sharding.gathered([(self.predict_step(state, b["x"]), b["mask"])
-                                  for b in self.batches.padded({"x": x}, batch_size)])
+        model's outputs. ``x`` is arrays or streamed data (its targets, if any, are not read)."""
+        if is_streamable(x):
+            feed = self._eval_feed(self._checked_stream(x, "predict", False), batch_size, "predict", False)
+            try:
+                host = sharding.gathered([(self.predict_step(state, b["x"]), b["mask"])
+                                          for b in self.batches.streamed(feed.batches())])
+            finally:
+                feed.close()
+        else:
+            x, _ = check_data(self.objective, self.model, x, None, "predict")
+            host = sharding.gathered([(self.predict_step(state, b["x"]), b["mask"])
+                                      for b in self.batches.padded({"x": x}, batch_size)])
         return jax.tree.map(lambda *parts: np.concatenate(parts), *[
             jax.tree.map(lambda o, m=np.asarray(m): o[m], o) for o, m in host])
 
@@ -555,13 +682,38 @@ def callback_keys(cbs: Iterable[Callback]) -> list[str]:
     return keys
 
 
-def save_checkpoint(checkpointer, state: TrainState, cbs: list[Callback], logs: dict, stopped: bool) -> None:
-    """One epoch's checkpoint: the state, each callback's state and arrays, the logs, whether it stopped."""
+def save_checkpoint(checkpointer, state: TrainState, cbs: list[Callback], logs: dict, stopped: bool,
+                    data: Mapping | None = None) -> None:
+    """One epoch's checkpoint: the state, each callback's state and arrays, the logs, whether it stopped,
+    and where given the data position (:func:`data_position`)."""
     keys = callback_keys(cbs)
     meta = {"epoch": int(state.epoch), "step": int(state.step), "stopped": bool(stopped),
-            "callbacks": {key: cb.get_state() for key, cb in zip(keys, cbs)}, "logs": logs}
+            "callbacks": {key: cb.get_state() for key, cb in zip(keys, cbs)}, "logs": logs,
+            **({} if data is None else {"data": dict(data)})}
     arrays = {key: cb.get_arrays() for key, cb in zip(keys, cbs) if cb.get_arrays() is not None}
     checkpointer.save(int(state.epoch), state, meta, metrics=logs, extra=arrays or None)
+
+
+def data_position(batches: BatchIterator | SequentialPlan, seed: int, epoch: int) -> dict:
+    """Where a fit's data stands at the start of 0-based ``epoch``: with the seed, the batch size and
+    the examples of an epoch, its batches are determined (each epoch's order is a pure function of the
+    seed and the epoch, streamed or not), so a resumed fit reads exactly the batches it would have."""
+    return {"epoch": int(epoch), "step": 0, "seed": int(seed), "batch_size": int(batches.batch_size),
+            "examples": batches.examples_per_epoch}
+
+
+def check_position(saved: Mapping | None, current: Mapping) -> None:
+    """Refuse to resume from a checkpoint whose data position (:func:`data_position`) is not this fit's:
+    its batches would differ. Checkpoints written before positions were recorded pass."""
+    if saved is None:
+        return
+    differ = [k for k in ("epoch", "seed", "batch_size", "examples")
+              if saved.get(k) is not None and current[k] is not None and saved.get(k) != current[k]]
+    if differ:
+        raise DataError("The checkpoint to resume from was written at another data position ("
+                        + ", ".join(f"{k} {saved[k]}, now {current[k]}" for k in differ)
+                        + "): the resumed fit would not see the batches the interrupted one would have. Resume with "
+                        "the same data, seed and batch size.")
 
 
 def restore_callbacks(cbs: Iterable[Callback], meta: Mapping) -> None:
