@@ -51,6 +51,15 @@ def revision() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def script_hash(name: str) -> str:
+    """Git's blob hash of ``experiments/<name>.py`` as it is on disk (``git hash-object``): with the
+    revision, what pins the code of a result even when the study was run before its commit."""
+    import hashlib
+
+    data = (Path(__file__).resolve().with_name(f"{name}.py")).read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
 def png(args: argparse.Namespace) -> Path:
     """Where the study draws its plot."""
     return args.out / f"{args.study}.png"
@@ -60,7 +69,7 @@ def write(args: argparse.Namespace, results: Any, table: str) -> dict:
     """Write ``results`` (JSON-friendly) and the Markdown ``table`` with what produced them; returns the
     record written to ``<study>.json``."""
     seconds = time.perf_counter() - args.started
-    record = {"study": args.study, "revision": revision(), "command": " ".join(
+    record = {"study": args.study, "revision": revision(), "script": script_hash(args.study), "command": " ".join(
         ["python", f"experiments/{args.study}.py", *args.argv]), "quick": bool(args.quick),
               "seconds": round(seconds, 1), "results": results}
     (args.out / f"{args.study}.json").write_text(json.dumps(record, indent=1, default=float) + "\n")
