@@ -211,6 +211,7 @@ def test_mixup_in_the_train_step_trains_sparse_labels_on_their_dense_loss(digits
     assert len(digits_splits.train) % 64 and trainer.train_step._cache_size() == 2
 
 
+@pytest.mark.slow  # builds, trains and evaluates a MobileNetV2: make test-slow
 def test_transfer_on_a_keras_application_backbone(tmp_path, digits_tfds_dir, capsys):
     """``transfer.backbone=mobilenet_v2:FILE.weights.h5``: digits upsampled to 32x32 RGB with the
     network's preprocess_input; a linear probe leaves the file's weights exactly as they were; a zoo entry
