@@ -22,6 +22,12 @@ def free_port() -> int:
 
 def run(mode: str, checkpoints: Path, processes: int, devices: int) -> list[dict]:
     """``processes`` workers with ``devices`` CPU devices each; their RESULT dicts."""
+    return run_workers([WORKER, mode, str(checkpoints)], processes, devices)
+
+
+def run_workers(argv: list[str], processes: int, devices: int) -> list[dict]:
+    """``python ARGV`` in ``processes`` processes of ``devices`` CPU devices each, joined as one JAX job;
+    the RESULT dict each prints last."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or k.startswith("JAX_COMPILATION")}
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     port = free_port()
@@ -29,7 +35,7 @@ def run(mode: str, checkpoints: Path, processes: int, devices: int) -> list[dict
     for i in range(processes):
         cluster = ({"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": str(processes),
                     "JAX_PROCESS_ID": str(i)} if processes > 1 else {})
-        procs.append(subprocess.Popen([sys.executable, WORKER, mode, str(checkpoints)], env={**env, **cluster},
+        procs.append(subprocess.Popen([sys.executable, *argv], env={**env, **cluster},
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
     for proc in procs:

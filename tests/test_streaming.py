@@ -2,7 +2,6 @@
 ones on the same rows and seed (same batches, same preprocessing bit for bit on CPU), whatever the
 number of worker processes; every accepted source; run configs with ``data.streaming``; a streamed run
 killed mid-epoch resumes exactly (its workers die with it)."""
-import json
 import os
 import time
 import uuid
@@ -246,28 +245,12 @@ def test_two_processes_stream_their_shares_as_one_process_trains_on_arrays():
     """Two processes with two CPU devices each, each reading only its devices' rows of every batch
     (``jax.make_array_from_process_local_data``), train, evaluate and predict as one process with four
     devices on the arrays (within float rounding: the gradients are summed in another order)."""
-    import subprocess
-    import sys
-
-    from test_distributed import free_port
+    from test_distributed import run_workers
 
     worker = str(Path(__file__).resolve().parent / "distributed_stream_worker.py")
 
     def run(mode, processes, devices):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or k.startswith("JAX_COMPILATION")}
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-        port = free_port()
-        procs = [subprocess.Popen([sys.executable, worker, mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env={**env, **({"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                                                             "JAX_NUM_PROCESSES": str(processes),
-                                                             "JAX_PROCESS_ID": str(i)} if processes > 1 else {})})
-                 for i in range(processes)]
-        results = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=300)
-            assert proc.returncode == 0, err[-3000:]
-            results.append(json.loads(out.strip().splitlines()[-1].removeprefix("RESULT ")))
-        return results
+        return run_workers([worker, mode], processes, devices)
 
     alone, = run("memory", 1, 4)
     for streamed in run("stream", 2, 2):
