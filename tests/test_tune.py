@@ -223,6 +223,21 @@ def test_a_search_asks_a_batch_trains_it_together_and_prunes_members(tmp_path, d
     assert all(int(r["epochs"]) < 3 for r in rows if r["state"] == "pruned")
 
 
+def test_each_trial_is_drawn_with_its_own_seed_in_a_batch_and_per_study_seed(tmp_path, config):
+    """``--population`` changes how trials train, not what a random search draws (each trial's sampler
+    is seeded with its number, also when a batch is asked before any trial is drawn); ``--seed`` changes
+    every draw."""
+    space = tune.space.parse({"optimizer.learning_rate": {"loguniform": [1e-4, 1e-2]}})
+    drawn = {}
+    for seed, population in ((0, 1), (0, 3), (1, 1)):
+        workdir = tmp_path / f"s{seed}p{population}"
+        tune.search(config, workdir, space, 3, sampler="random", pruner="none", seed=seed, verbose=0,
+                    population=population)
+        drawn[seed, population] = [r["optimizer.learning_rate"] for r in read_csv(workdir / "results.csv")]
+    assert drawn[0, 1] == drawn[0, 3] and len(set(drawn[0, 1])) == 3
+    assert not set(drawn[0, 1]) & set(drawn[1, 1])  # another seed, other trials
+
+
 def test_two_workers_on_one_journal_finish_exactly_n_trials(tmp_path, digits_tfds_dir):
     workdir = tmp_path / "shared"
     args = [sys.executable, "-m", "fluxnet.cli", "tune", MLP, *small(digits_tfds_dir, 2), "--trials", "5",

@@ -15,7 +15,7 @@ from fluxnet.runs import jobs, workdir as run_dirs
 from fluxnet.tune import results
 from fluxnet.tune import space as spaces
 from fluxnet.tune.study import (ERROR, Experiment, enqueue, open_study, population_order, pruner_for, run_worker,
-                                sampler_for)
+                                sampler_for, trial_seed)
 
 METHODS = ("grid", "random")
 
@@ -57,7 +57,7 @@ def search(config: ConfigDict, workdir: str | os.PathLike, space: dict[str, spac
     if sampler == "grid":  # in the order listed, each point once (duplicates in a list are kept)
         enqueue(study, spaces.grid(space))
     else:
-        reseed = lambda number: sampler_for(sampler, space, seed + number)  # noqa: E731
+        reseed = lambda number: sampler_for(sampler, space, trial_seed(seed, number))  # noqa: E731
     run_worker(exp, study, trials, prune=pruner != "none" and not cv, verbose=0, should_stop=should_stop,
                on_trial=_progress(exp, study, verbose, search=True), reseed=reseed, population=population,
                log=print if verbose else None)

@@ -89,9 +89,16 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial ``number`` of a study seeded with ``seed``: ``seed * 2**16 + number``
+    (mod 2**32), so that studies with other seeds draw other trials (with ``seed + number``, seed 1's
+    trial n was seed 0's trial n + 1)."""
+    return (seed * 2**16 + number) % 2**32
+
+
 def sampler_for(name: str, space: dict[str, spaces.Dimension], seed: int) -> optuna.samplers.BaseSampler:
-    """The sampler ``name`` seeded with ``seed`` (a worker reseeds it with ``seed + trial number`` before
-    each trial, so workers never repeat each other's draws and one worker's search is reproducible)."""
+    """The sampler ``name`` seeded with ``seed`` (a worker reseeds it with :func:`trial_seed` before each
+    trial, so workers never repeat each other's draws and one worker's search is reproducible)."""
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
@@ -314,7 +321,9 @@ def _claim(exp: Experiment, trial: optuna.trial.Trial, held) -> tuple[optuna.tri
     except RunLockedError:
         return None
     trial.set_user_attr(OWNER, _owner())
-    # the params are drawn now, in trial order: a batch's trials are asked before any is told
+    # the params are drawn now, in trial order, by the sampler reseeded for this trial: a batch's trials
+    # are asked before any is told, and drawn later they would all take the last trial's seed
+    spaces.suggest(trial, exp.space)
     return trial, lock
 
 
