@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 from fluxnet import runs
 from fluxnet.errors import ConfigError
@@ -26,6 +29,22 @@ def test_the_cache_directory_follows_the_config_and_the_environment(tmp_path, mo
     assert compilation_cache.cache_dir(moved) == tmp_path / "mine"
     with pytest.raises(ConfigError, match="train.compilation_cache"):
         compilation_cache.cache_dir(runs.resolve_config(MLP, ["train.compilation_cache=''"]))
+
+
+def test_configuring_the_cache_again_in_one_process_moves_it(tmp_path):
+    """JAX opens its cache once per process; ``configure`` reopens it where the config says."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    before = {name: getattr(jax.config, name) for name in names}
+    try:
+        for size, name in ((3, "first"), (5, "second")):
+            compilation_cache.configure(runs.resolve_config(MLP, [f"train.compilation_cache={tmp_path / name}"]))
+            jax.jit(lambda x: jnp.sin(x) * 2)(jnp.arange(size, dtype=jnp.float32)).block_until_ready()
+            assert list((tmp_path / name).iterdir()), name
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)
+        jax_cache.reset_cache()
 
 
 def test_a_second_run_loads_its_steps_from_the_cache_and_profile_writes_a_trace(tmp_path, digits_tfds_dir):

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
 from ml_collections import ConfigDict
 
 from fluxnet.errors import ConfigError
@@ -38,8 +39,10 @@ def cache_dir(config: ConfigDict) -> Path | None:
 
 
 def configure(config: ConfigDict) -> Path | None:
-    """Point JAX's persistent compilation cache at ``config``'s directory (or turn it off); returns it."""
+    """Point JAX's persistent compilation cache at ``config``'s directory (or turn it off); returns it.
+    JAX opens its cache once per process: it is reset, so that a second call takes effect."""
     directory = cache_dir(config)
+    jax_cache.reset_cache()
     if directory is None:
         jax.config.update("jax_compilation_cache_dir", None)
         return None
