@@ -115,11 +115,7 @@ def table_row(name: str, result: dict) -> list:
 
 
 def plot(results: dict[str, dict], folds: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     models = [m for m in MODELS if any(m in r["accuracy"] for r in results.values())]
     width = 0.8 / len(models)
@@ -133,9 +129,7 @@ def plot(results: dict[str, dict], folds: int, path: Path) -> None:
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
     fig.legend(ncol=len(models), loc="upper center")
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, rect=(0, 0, 1, 0.9))
 
 
 def main(argv: list[str] | None = None) -> dict:

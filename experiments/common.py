@@ -9,12 +9,13 @@ suite's smoke run); the full run's files in ``experiments/results/`` are the one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 RESULTS = Path(__file__).resolve().with_name("results")
 
@@ -78,6 +79,54 @@ def write(args: argparse.Namespace, results: Any, table: str) -> dict:
     (args.out / f"{args.study}.md").write_text(table.rstrip() + footer)
     print(table.rstrip() + footer)
     return record
+
+
+@contextlib.contextmanager
+def compilation_cache(directory: Path) -> Iterator[None]:
+    """A persistent compilation cache for the duration, so that the study's runs that compile the same
+    program (another seed, the same model on other data of one shape) load it instead of compiling it
+    again: the cache already set up in this process (the test suite's) if there is one, else one in
+    ``directory`` (every program kept), switched off again on exit so that a study run in-process leaves
+    no cache pointing at a folder about to be deleted."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
+    from ml_collections import ConfigDict
+
+    from fluxnet.runs import compilation_cache as cache
+
+    if jax.config.jax_compilation_cache_dir:
+        yield
+        return
+    names = ("jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
+    before = {name: getattr(jax.config, name) for name in names}
+    cache.configure(ConfigDict({"train": {"compilation_cache": str(directory)}}))
+    try:
+        yield
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
+        for name, value in before.items():
+            jax.config.update(name, value)
+        jax_cache.reset_cache()
+
+
+def pyplot():
+    """``matplotlib.pyplot`` drawing to files only (the Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, axes=(), rect=(0, 0, 1, 1)) -> None:
+    """A light grid on ``axes``, a tight layout within ``rect``, ``fig`` written to ``path`` (110 dpi) and
+    closed."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout(rect=rect)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
 
 
 def mean_std(values: list[float]) -> str:

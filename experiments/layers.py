@@ -179,11 +179,7 @@ def bn_summary(name: str, run: dict, steps_per_epoch: int) -> dict:
 
 
 def plot(dropout: dict, cnns: dict, steps_per_epoch: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     ax = axes[0, 0]
     rates = [float(r) for r in dropout]
@@ -223,9 +219,7 @@ def plot(dropout: dict, cnns: dict, steps_per_epoch: int, path: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def epoch_row(e: int, cnns: dict, steps_per_epoch: int) -> list:

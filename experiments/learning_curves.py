@@ -170,11 +170,7 @@ def tables(curves: dict, per_class: dict, pairs: list[tuple[int, int]], linear: 
 
 
 def plot(args: argparse.Namespace, curves: dict, per_class: dict, linear: np.ndarray, confused: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     fig, axes = plt.subplots(1, 2 + len(confused), figsize=(5 * (2 + len(confused)), 4.4))
     for model, by_size in curves.items():
         values = list(by_size.values())
@@ -191,9 +187,7 @@ def plot(args: argparse.Namespace, curves: dict, per_class: dict, linear: np.nda
         im = ax.imshow(np.where(np.eye(10, dtype=bool), np.nan, matrix), cmap="viridis")
         ax.set(xticks=range(10), yticks=range(10), title=title)
         fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(common.png(args), dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, common.png(args))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -183,11 +183,7 @@ def tables(regression: dict, classification: dict, fractions: tuple[float, ...],
 
 def plot(args: argparse.Namespace, regression: dict, classification: dict, fractions: tuple[float, ...],
          probabilities: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for loss, scores in regression.items():
         means = [np.mean([s["rmse"] for s in scores if s["fraction"] == f]) for f in fractions]
@@ -210,9 +206,7 @@ def plot(args: argparse.Namespace, regression: dict, classification: dict, fract
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(common.png(args), dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, common.png(args))
 
 
 def main(argv: list[str] | None = None) -> dict:

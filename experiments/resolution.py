@@ -77,11 +77,7 @@ def table(results: dict) -> str:
 
 
 def plot(args: argparse.Namespace, results: dict, examples: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     fig = plt.figure(figsize=(13, 6.5))
     columns = max(2, len(examples))
     grid = fig.add_gridspec(2, columns, height_ratios=[3, 1.3])
@@ -108,9 +104,7 @@ def plot(args: argparse.Namespace, results: dict, examples: dict) -> None:
         panel = fig.add_subplot(grid[1, i])
         panel.imshow(image, cmap="gray_r", interpolation="nearest")
         panel.set(xticks=[], yticks=[], title=f"{side}x{side}")
-    fig.tight_layout()
-    fig.savefig(common.png(args), dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, common.png(args))
 
 
 def main(argv: list[str] | None = None) -> dict:

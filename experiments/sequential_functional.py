@@ -112,11 +112,7 @@ def accuracies(runs: list[dict], key: str) -> np.ndarray:
 
 
 def plot(runs: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.8))
     depths = [r["depth"] for r in runs[0]["trained"]]
     for key, label in (("trained", "trained network"), ("untrained", "random initialisation")):
@@ -129,9 +125,7 @@ def plot(runs: list[dict], path: Path) -> None:
     ax.set_title("linear probe (logistic regression) on each layer's output")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
