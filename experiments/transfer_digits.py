@@ -81,6 +81,8 @@ def recalibrated(backbone, variables: dict, images: np.ndarray) -> dict:
     pass in training mode, momentum 0): a few hundred pretraining steps leave moving averages with Keras'
     momentum (0.99; MobileNetV2's 0.999) far from the statistics the network was trained with."""
     norms = [layer for layer in backbone.layers if isinstance(layer, layers.BatchNormalization)]
+    if not norms:  # ConvNeXt normalises with LayerNormalization: nothing to recompute
+        return variables
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
         layer.momentum = 0.0
