@@ -40,13 +40,15 @@ def parse(name: str, doc: str, argv: list[str] | None = None,
 
 
 def revision() -> str:
-    """The git commit of this checkout (``-dirty`` when files differ from it), or ``"unknown"``."""
+    """The git commit of this checkout (``-dirty`` when files other than results differ from it: ``make
+    experiments`` rewrites the results of the studies before), or ``"unknown"``."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)experiments/results"], cwd=root, capture_output=True, text=True,
+                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
