@@ -226,7 +226,7 @@ def tables(r: dict) -> str:
 def plot(r: dict, path: Path) -> None:
     plt = common.pyplot()
     shots = r["shots"]
-    fig, axes = plt.subplots(1, len(r["augmentation"]), figsize=(5 * len(r["augmentation"]), 3.8), sharey=True,
+    fig, axes = plt.subplots(1, len(r["augmentation"]), figsize=(5 * len(r["augmentation"]) + 2.6, 3.8), sharey=True,
                              squeeze=False)
     axes = axes[0]
     for ax, aug in zip(axes, r["augmentation"]):
@@ -243,8 +243,9 @@ def plot(r: dict, path: Path) -> None:
             axes[0].scatter([r["app_shots"] * (1.04 + 0.04 * i)], [np.mean(a[method])], marker=marker,
                             color=f"C{3 + i}", label=f"{name} {method}")
     axes[0].set_ylabel("test accuracy (digits 5-9)")
-    axes[0].legend(fontsize=8)
-    common.save_figure(fig, path, axes)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")  # beside the plots: the markers fill them
+    common.save_figure(fig, path, axes, rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
 
 
 if __name__ == "__main__":
