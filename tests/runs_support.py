@@ -4,6 +4,7 @@ import glob
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,15 +41,27 @@ def fluxnet_process(args, crash_at=None):
 
 def start_until(command: list, ready: Path, **popen) -> subprocess.Popen:
     """``fluxnet COMMAND...`` started in its own process, returned once ``ready`` exists (it is then still
-    running: the test fails otherwise)."""
+    running: the test fails otherwise). Its faulthandler is on, for :func:`finish`."""
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", **popen.pop("env", {})}
     proc = subprocess.Popen([sys.executable, "-m", "fluxnet.cli", *command], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, **popen)
+                            stderr=subprocess.PIPE, text=True, env=env, **popen)
     for _ in range(1800):
         if ready.exists() or proc.poll() is not None:
             break
         time.sleep(0.1)
     assert proc.poll() is None, proc.stderr.read()[-3000:]
     return proc
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> str:
+    """The stderr of a :func:`start_until` process once it exits; one still running after ``timeout``
+    seconds is aborted and the test fails with every thread's Python stack (faulthandler's dump)."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        err = proc.communicate(timeout=60)[1]
+        raise AssertionError(f"still running after {timeout} s; its stacks:\n{err[-6000:]}") from None
 
 
 def latest_state(workdir: Path):

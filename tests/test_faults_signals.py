@@ -11,7 +11,7 @@ from fluxnet import runs
 from fluxnet.errors import TrainingInterrupted
 from fluxnet.runs.signals import StopSignals
 from fluxnet.train.checkpoint import Checkpointer
-from runs_support import CONFIG, assert_same_run, fluxnet_process, overrides, start_until
+from runs_support import CONFIG, assert_same_run, finish, fluxnet_process, overrides, start_until
 
 
 def test_sigterm_mid_epoch_saves_exits_143_and_the_resume_is_exact(straight, tmp_path, digits_tfds_dir):
@@ -36,7 +36,7 @@ def test_sigint_during_training_exits_130_with_one_line(tmp_path, digits_tfds_di
             str(workdir), "--quiet"]  # runs until it is stopped
     proc = start_until(args, workdir / "metrics.jsonl")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    err = finish(proc, timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert len(err.strip().splitlines()) == 1 and "Training stopped by SIGINT in epoch" in err
     assert not list((workdir / "checkpoints").glob("*tmp*"))            # no half-written checkpoint

@@ -18,7 +18,7 @@ from fluxnet.errors import ConfigError
 from fluxnet.runs.build import load_splits
 from fluxnet.tune import folds as folds_lib
 from fluxnet.tune import study as study_lib
-from runs_support import cli_error, fluxnet_process, start_until
+from runs_support import cli_error, finish, fluxnet_process, start_until
 
 MLP = str(Path(__file__).resolve().parent.parent / "configs" / "digits_mlp.py")
 
@@ -337,7 +337,7 @@ def test_sigterm_saves_the_running_trial_and_a_rerun_finishes_the_sweep(tmp_path
             "optimizer.learning_rate=[0.01]", "--space", "train.batch_size=[64]", "--workdir", str(workdir), "--quiet"]
     proc = start_until(args, workdir / "trials" / "0" / "metrics.jsonl")
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
+    err = finish(proc, timeout=300)
     assert proc.returncode == 143, err[-3000:]
     assert len(err.strip().splitlines()) == 1 and "Training stopped by SIGTERM" in err
     assert not (workdir / "trials" / "0" / "summary.json").exists()
