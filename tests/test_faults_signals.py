@@ -105,26 +105,3 @@ def test_trainer_should_stop_ends_fit_at_that_step(digits_splits):
         trainer.fit(trainer.init(jax.random.key(0)), digits_splits.train, epochs=2, verbose=0,
                     should_stop=should_stop)
     assert asked == [1, 2, 3, 4, 5] and err.value.exit_code == 1
-
-
-def test_checkpoint_threads_start_with_the_stop_signals_blocked(tmp_path, monkeypatch):
-    """Orbax's save threads inherit a mask without SIGINT/SIGTERM, so the kernel hands those signals to
-    the main thread (in two loaded test runs a Ctrl-C left the main thread waiting for ever on a save
-    that never finished; a signal taken by a save thread is the suspected cause)."""
-    import orbax.checkpoint as ocp
-
-    seen = []
-    save = ocp.CheckpointManager.save
-
-    def recording(self, *args, **kwargs):
-        seen.append(signal.pthread_sigmask(signal.SIG_BLOCK, []))
-        return save(self, *args, **kwargs)
-
-    monkeypatch.setattr(ocp.CheckpointManager, "save", recording)
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    checkpoints = Checkpointer(tmp_path / "c", monitor=None)
-    checkpoints.save(1, {"w": jax.numpy.ones(3)}, meta={"epoch": 1})
-    checkpoints.wait()
-    checkpoints.manager.close()
-    assert {signal.SIGINT, signal.SIGTERM} <= seen[0]
-    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before   # the main thread's mask is restored

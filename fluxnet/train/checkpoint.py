@@ -10,12 +10,9 @@ leftover folders when it opens, a ``read_only`` one (for loading and evaluating)
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import signal
-import threading
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import orbax.checkpoint as ocp
@@ -56,8 +53,7 @@ class Checkpointer:
                     "meta": MetaHandler(crash_at)}  # known up front, so a new process reads metadata
         if not read_only:  # every process sees it existing: orbax's creation path (and its barriers) is one
             os.makedirs(self.directory, exist_ok=True)
-        with _main_thread_signals():
-            self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def save(self, step: int, state: Any, meta: Mapping, metrics: Mapping | None = None,
              extra: Any = None) -> None:
@@ -69,8 +65,7 @@ class Checkpointer:
         ranked = None
         if metrics is not None and self.monitor is not None and self.monitor in metrics:
             ranked = {self.monitor: float(metrics[self.monitor])}
-        with _main_thread_signals():
-            self.manager.save(step, args=ocp.args.Composite(**items), metrics=ranked)
+        self.manager.save(step, args=ocp.args.Composite(**items), metrics=ranked)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -168,24 +163,6 @@ def _with_hyperparameters(state: Any, fresh: Any) -> Any:
                                        **s.hyperparams})
 
     return jax.tree.map(add, state, fresh, is_leaf=lambda s: isinstance(s, INJECTED_STATES))
-
-
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextlib.contextmanager
-def _main_thread_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM blocked while orbax starts its threads (they inherit the mask), so that the
-    kernel delivers those signals to the main thread, where Python handles them, and never to a save
-    thread in the middle of a system call; one arriving meanwhile waits and is delivered on exit."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class MetaHandler(ocp.JsonCheckpointHandler):
