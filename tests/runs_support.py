@@ -39,15 +39,20 @@ def fluxnet_process(args, crash_at=None):
                           text=True, timeout=300)
 
 
+# ``python -m fluxnet.cli`` with SIGINT raising KeyboardInterrupt, as Python sets it up when started from an
+# interactive shell (a preexec_fn would do it too, but forks a multithreaded JAX process: a deadlock risk)
+INTERACTIVE_CLI = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "runpy.run_module('fluxnet.cli', run_name='__main__', alter_sys=True)")
+
+
 def start_until(command: list, ready: Path, **popen) -> subprocess.Popen:
     """``fluxnet COMMAND...`` started in its own process, returned once ``ready`` exists (it is then still
     running: the test fails otherwise). Its faulthandler is on, for :func:`finish`, and its SIGINT is
     Python's default, as an interactive shell starts a command: run from a background job (``make test
     &``), the suite itself ignores SIGINT, and fluxnet keeps a signal its parent ignores ignored."""
     env = {**os.environ, "PYTHONFAULTHANDLER": "1", **popen.pop("env", {})}
-    proc = subprocess.Popen([sys.executable, "-m", "fluxnet.cli", *command], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
+    proc = subprocess.Popen([sys.executable, "-c", INTERACTIVE_CLI, *command], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env, **popen)
     for _ in range(1800):
         if ready.exists() or proc.poll() is not None:
             break

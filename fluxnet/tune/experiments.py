@@ -4,6 +4,7 @@ rerun resumes. The test split is read once, for the best trial, into ``best.json
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -64,11 +65,19 @@ def search(config: ConfigDict, workdir: str | os.PathLike, space: dict[str, spac
     return finish(exp, study, verbose, search=True)
 
 
+PLOT_EVERY_S = 60.0  # a worker redraws an experiment's plots after a trial at most this often (and at the end)
+
+
 def _progress(exp: Experiment, study: optuna.Study, verbose: int, search: bool = False):
-    """After each trial: rewrite the reports and print one line (id, params, metric, best so far)."""
+    """After each trial: rewrite the reports (the plots at most every :data:`PLOT_EVERY_S`: drawing
+    them took longer than a small trial) and print one line (id, params, metric, best so far)."""
+    drawn = [time.monotonic()]
 
     def on_trial(trial: optuna.trial.FrozenTrial) -> None:
-        best = results.write(exp, study, search=search)
+        plots = time.monotonic() - drawn[0] >= PLOT_EVERY_S
+        best = results.write(exp, study, search=search, plots=plots)
+        if plots:
+            drawn[0] = time.monotonic()
         if verbose:
             params = " ".join(f"{k}={v!r}" for k, v in trial.params.items())
             value = f"{exp.metric} {trial.value:.4f}" if trial.value is not None else ""
@@ -84,7 +93,7 @@ def _progress(exp: Experiment, study: optuna.Study, verbose: int, search: bool =
 def finish(exp: Experiment, study: optuna.Study, verbose: int, search: bool = False) -> dict | None:
     """The final reports: the best trial's test metrics (read once; with cross-validation the best config
     is retrained on train + validation into ``workdir/best/``), ``best.json`` and the leaderboard."""
-    best = results.write(exp, study, search=search)
+    best = results.write(exp, study, search=search, plots=False)
     if best is None:
         return None
     test = best["test"]

@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import numpy as np
 from ml_collections import ConfigDict
-from sklearn.model_selection import StratifiedKFold
 
 from fluxnet.data.preprocess import fit_preprocessor
 from fluxnet.data.splits import DatasetMetadata, DatasetSplits, Split
@@ -58,6 +57,8 @@ def folds_of(config: ConfigDict, raw: DatasetSplits, folds: int) -> list[Fold]:
     if smallest < folds:
         raise DataError(f"{folds} stratified folds need at least {folds} examples of every class; the smallest "
                         f"class of train + validation has {smallest}.")
+    from sklearn.model_selection import StratifiedKFold  # where used, as elsewhere (~1 s to import)
+
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
     out, shared = [], None
     for train_idx, val_idx in splitter.split(np.zeros(len(labels)), labels):

@@ -52,11 +52,13 @@ def best_row(exp: Experiment, table: list[dict]) -> dict | None:
     return max(done, key=lambda r: (sign * r[exp.metric], -r["trial"])) if done else None
 
 
-def write(exp: Experiment, study: optuna.Study, test: dict | None = None, search: bool = False) -> dict | None:
+def write(exp: Experiment, study: optuna.Study, test: dict | None = None, search: bool = False,
+          plots: bool = True) -> dict | None:
     """Rewrite every report file from the study; returns ``best.json``'s content (None before any
     trial completed). ``test``: the best trial's test metrics, once the experiment has finished (kept
     from the previous ``best.json`` while the best trial stays the same);
-    ``search``: add Optuna's plots (a search, not a sweep)."""
+    ``search``: add Optuna's plots (a search, not a sweep); ``plots=False``: the tables and files only
+    (the plots take most of the time: ~0.8 s against milliseconds)."""
     table = rows(exp, study)
     metrics = sorted({k for r in table for k in r if k.startswith("val_")})
     columns = ["trial", *exp.space, "state", *metrics, "epochs", "seconds", "error"]
@@ -78,7 +80,8 @@ def write(exp: Experiment, study: optuna.Study, test: dict | None = None, search
                "config": config, "test": test}
     write_atomic(exp.workdir / BEST_JSON, json.dumps(content, indent=1))
     write_atomic(exp.workdir / BEST_CONFIG, best_config_file(exp, best["trial"], config))
-    _plots(exp, study, table, search)
+    if plots:
+        _plots(exp, study, table, search)
     return content
 
 
