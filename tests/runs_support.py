@@ -31,6 +31,11 @@ def overrides(data_dir, epochs=3, *extra):
             f"train.epochs={epochs}", *extra]
 
 
+def device_flags(devices: int) -> str:
+    """``XLA_FLAGS`` for a subprocess with ``devices`` CPU devices, keeping the suite's own flags."""
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+
+
 def fluxnet_process(args, crash_at=None):
     env = {k: v for k, v in os.environ.items() if k != "FLUXNET_CRASH_AT"}
     if crash_at:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+from runs_support import device_flags
 
 WORKER = str(Path(__file__).resolve().parent / "distributed_worker.py")
 
@@ -29,7 +31,7 @@ def run_workers(argv: list[str], processes: int, devices: int) -> list[dict]:
     """``python ARGV`` in ``processes`` processes of ``devices`` CPU devices each, joined as one JAX job;
     the RESULT dict each prints last."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or k.startswith("JAX_COMPILATION")}
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = device_flags(devices)
     port = free_port()
     procs = []
     for i in range(processes):
@@ -61,6 +63,7 @@ def test_two_processes_train_as_one_process_with_all_the_devices(tmp_path):
     assert together[0] == together[1]                                   # every process holds the same result
 
 
+@pytest.mark.slow  # the library's side of what the command-line test below checks in the default suite
 def test_a_two_process_run_restarted_from_its_checkpoint_continues_bit_exactly(tmp_path):
     straight = run("straight", tmp_path / "s", processes=2, devices=2)[0]
     run("first", tmp_path / "ck", processes=2, devices=2)                # saved collectively, then ended
@@ -75,7 +78,7 @@ def cli_pair(args: list[str], crash_at: str | None = None, crashing: tuple[int, 
     ones); their return codes and last lines."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or k.startswith("JAX_COMPILATION")}
     env = {k: v for k, v in env.items() if k != "FLUXNET_CRASH_AT"}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["XLA_FLAGS"] = device_flags(2)
     port = free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "fluxnet.cli", *args],
                               env={**env, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",

@@ -19,6 +19,7 @@ from fluxnet.train.checkpoint import Checkpointer
 from fluxnet.models.builders import build_model
 from fluxnet.tree import path_str
 from fluxnet.train import EarlyStopping
+from runs_support import device_flags
 
 LOGITS_CE = fx.losses.get("sparse_categorical_crossentropy", from_logits=True)
 
@@ -359,7 +360,7 @@ def test_data_parallel_equals_one_device(digits_tfds_dir, digits_splits):
     statistics included (they are over the global batch), also when the last batch is padded for the
     devices (its padded rows count nowhere); pmap is close to sharding for a model without
     BatchNormalization."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "XLA_FLAGS": device_flags(4), "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-c", MULTI_DEVICE, str(digits_tfds_dir)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
