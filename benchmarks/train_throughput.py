@@ -47,24 +47,27 @@ ADAM_EPSILON = 1e-7  # Keras' Adam epsilon, which fluxnet's "adam" uses
 
 
 # ------------------------------------------------------------------------------------------- models
-def fluxnet_model(name: str) -> fx.Sequential:
+def fluxnet_model(name: str, dropout: bool = True) -> fx.Sequential:
     if name == "cnn":
         return fx.Sequential([
             layers.Input(INPUT_SHAPE),
             layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
             layers.Conv2D(64, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-            layers.Flatten(), layers.Dropout(0.5),
+            layers.Flatten(), *([layers.Dropout(0.5)] if dropout else []),
             layers.Dense(128, activation="relu"), layers.Dense(NUM_CLASSES)])
     return fx.Sequential([layers.Input(INPUT_SHAPE), layers.Flatten(),
                           layers.Dense(256, activation="relu"), layers.Dense(NUM_CLASSES)])
 
 
 class FlaxCNN(nn.Module):
+    dropout: bool = True
+
     @nn.compact
     def __call__(self, x, train: bool):
         x = nn.max_pool(nn.relu(nn.Conv(32, (3, 3), padding="SAME")(x)), (2, 2), (2, 2))
         x = nn.max_pool(nn.relu(nn.Conv(64, (3, 3), padding="SAME")(x)), (2, 2), (2, 2))
-        x = nn.Dropout(0.5, deterministic=not train)(x.reshape(x.shape[0], -1))
+        x = x.reshape(x.shape[0], -1)
+        x = nn.Dropout(0.5, deterministic=not train)(x) if self.dropout else x
         return nn.Dense(NUM_CLASSES)(nn.relu(nn.Dense(128)(x)))
 
 
@@ -113,22 +116,29 @@ def make_fluxnet(args, x: np.ndarray, y: np.ndarray) -> Runner:
                   model.count_params())
 
 
-def make_keras(args, x: np.ndarray, y: np.ndarray) -> Runner:
-    """The same model in Keras 3 (JAX backend), compiled with Keras' Adam and fit as a Keras user would."""
+def keras_model(name: str, seed: int, dropout: bool = True):
+    """The same model in Keras 3 (JAX backend), compiled with Keras' Adam as a Keras user would."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(seed)
     L = keras.layers
-    if args.model == "cnn":
+    if name == "cnn":
         body = [L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPooling2D(),
                 L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPooling2D(),
-                L.Flatten(), L.Dropout(0.5), L.Dense(128, activation="relu"), L.Dense(NUM_CLASSES)]
+                L.Flatten(), *([L.Dropout(0.5)] if dropout else []), L.Dense(128, activation="relu"),
+                L.Dense(NUM_CLASSES)]
     else:
         body = [L.Flatten(), L.Dense(256, activation="relu"), L.Dense(NUM_CLASSES)]
     model = keras.Sequential([keras.Input(INPUT_SHAPE), *body])
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def make_keras(args, x: np.ndarray, y: np.ndarray) -> Runner:
+    """Keras' ``fit`` on the same model and data."""
+    model = keras_model(args.model, args.seed)
 
     def fit(data, n: int) -> float:
         history = model.fit(*data, epochs=n, batch_size=args.batch_size, verbose=0, shuffle=True)
@@ -138,11 +148,12 @@ def make_keras(args, x: np.ndarray, y: np.ndarray) -> Runner:
                   lambda: {}, model.count_params())
 
 
-def make_flax(args, x: np.ndarray, y: np.ndarray) -> Runner:
-    module = FlaxCNN() if args.model == "cnn" else FlaxMLP()
+def flax_training(name: str, seed: int, dropout: bool = True) -> tuple[Callable, tuple, int]:
+    """The hand-written loop's jitted, donating step ``(state, x, y) -> (state, metrics)``, its first
+    state and the parameter count."""
+    module = FlaxCNN(dropout) if name == "cnn" else FlaxMLP()
     tx = optax.adam(LEARNING_RATE, eps=ADAM_EPSILON)
-    params = module.init(jax.random.key(args.seed), jnp.zeros((1, *INPUT_SHAPE)), train=False)["params"]
-    rng = np.random.default_rng(args.seed)
+    params = module.init(jax.random.key(seed), jnp.zeros((1, *INPUT_SHAPE)), train=False)["params"]
 
     def train_step(state, xb, yb):
         params, opt_state, step, key = state
@@ -156,9 +167,14 @@ def make_flax(args, x: np.ndarray, y: np.ndarray) -> Runner:
         metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == yb)}
         return (optax.apply_updates(params, updates), opt_state, step + 1, key), metrics
 
-    step_fn = jax.jit(train_step, donate_argnums=0)
-    box = {"state": jax.jit(lambda p: (p, tx.init(p), jnp.zeros((), jnp.int32), jax.random.key(args.seed + 1)))(
-        params)}
+    state = jax.jit(lambda p: (p, tx.init(p), jnp.zeros((), jnp.int32), jax.random.key(seed + 1)))(params)
+    return jax.jit(train_step, donate_argnums=0), state, sum(p.size for p in jax.tree.leaves(params))
+
+
+def make_flax(args, x: np.ndarray, y: np.ndarray) -> Runner:
+    step_fn, state, params = flax_training(args.model, args.seed)
+    box = {"state": state}
+    rng = np.random.default_rng(args.seed)
     steps = len(x) // args.batch_size
 
     def epochs(n: int) -> float:
@@ -176,8 +192,7 @@ def make_flax(args, x: np.ndarray, y: np.ndarray) -> Runner:
         box["state"], metrics = step_fn(box["state"], x[:args.batch_size], y[:args.batch_size])
         jax.block_until_ready(metrics)
 
-    return Runner("flax", warmup, epochs, lambda: {"train_step": step_fn._cache_size()},
-                  sum(p.size for p in jax.tree.leaves(params)))
+    return Runner("flax", warmup, epochs, lambda: {"train_step": step_fn._cache_size()}, params)
 
 
 # ------------------------------------------------------------------------------------------- main
