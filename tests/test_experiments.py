@@ -1,5 +1,6 @@
 """Every study in ``experiments/`` runs end to end in its ``--quick`` mode and writes its results
-(``.json`` with the revision and command, ``.md`` table, ``.png`` plot)."""
+(``.json`` with the revision and command, ``.md`` table, ``.png`` plot); the three longest only in
+``make test-slow``."""
 import importlib.util
 import json
 import re
@@ -9,7 +10,10 @@ from pathlib import Path
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-STUDIES = sorted(p.stem for p in EXPERIMENTS.glob("*.py") if p.stem != "common")
+# the three longest quick runs (10-30 s each in a loaded suite) run with make test-slow
+SLOW = {"search", "small_data", "transfer_digits"}
+STUDIES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
+           for name in sorted(p.stem for p in EXPERIMENTS.glob("*.py") if p.stem != "common")]
 
 
 def load(name: str):
