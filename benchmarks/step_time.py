@@ -16,7 +16,8 @@ import re
 import statistics
 import sys
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -28,48 +29,44 @@ HLO_OPS = ("fusion", "convolution", "dot", "copy", "transpose", "xor")
 HLO_PATTERNS = [re.compile(rf" {op}\(") for op in HLO_OPS]
 
 
-def fluxnet_side(name: str, dropout: bool, x: np.ndarray, y: np.ndarray) -> tuple[Callable, Callable]:
+@dataclass
+class Side:
+    """One way of taking a train step: ``advance(state) -> state`` on a fixed device batch, its first
+    state, and ``hlo(state)``, the compiled program's text."""
+    advance: Callable[[Any], Any]
+    state: Any
+    hlo: Callable[[Any], str]
+
+    def steps(self, n: int) -> None:
+        for _ in range(n):
+            self.state = self.advance(self.state)
+        jax.block_until_ready(self.state)
+
+
+def fluxnet_side(name: str, dropout: bool, x: np.ndarray, y: np.ndarray) -> Side:
     trainer = fx.Trainer(fluxnet_model(name, dropout), optimizer="adam", metrics=["accuracy"],
                          loss=fx.losses.get("sparse_categorical_crossentropy", from_logits=True))
-    box = {"state": trainer.init(jax.random.key(0))}
     batch = trainer.batches.place({"x": x, "y": y})
-
-    def steps(n: int) -> None:
-        for _ in range(n):
-            box["state"], _ = trainer.train_step(box["state"], batch)
-        jax.block_until_ready(box["state"])
-
-    return steps, lambda: trainer.train_step.lower(box["state"], batch).compile().as_text()
+    return Side(lambda s: trainer.train_step(s, batch)[0], trainer.init(jax.random.key(0)),
+                lambda s: trainer.train_step.lower(s, batch).compile().as_text())
 
 
-def flax_side(name: str, dropout: bool, x: np.ndarray, y: np.ndarray) -> tuple[Callable, Callable]:
+def flax_side(name: str, dropout: bool, x: np.ndarray, y: np.ndarray) -> Side:
     step_fn, state, _ = flax_training(name, 0, dropout)
-    box = {"state": state}
     xd, yd = jax.device_put(x), jax.device_put(y)
-
-    def steps(n: int) -> None:
-        for _ in range(n):
-            box["state"], _ = step_fn(box["state"], xd, yd)
-        jax.block_until_ready(box["state"])
-
-    return steps, lambda: step_fn.lower(box["state"], xd, yd).compile().as_text()
+    return Side(lambda s: step_fn(s, xd, yd)[0], state, lambda s: step_fn.lower(s, xd, yd).compile().as_text())
 
 
-def keras_side(name: str, dropout: bool, x: np.ndarray, y: np.ndarray) -> tuple[Callable, Callable]:
+def keras_side(name: str, dropout: bool, x: np.ndarray, y: np.ndarray) -> Side:
     """Keras' own jitted train function (``make_train_function``) on its state tuple, as ``fit`` calls it."""
     model = keras_model(name, 0, dropout)
     model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)  # builds the optimizer and metric variables
-    box = {"state": tuple(tuple(v.value for v in vs) for vs in (
+    state = tuple(tuple(v.value for v in vs) for vs in (
         model.trainable_variables, model.non_trainable_variables, model.optimizer.variables,
-        model.metrics_variables))}
+        model.metrics_variables))
     data = (jax.device_put(x), jax.device_put(y), None)
-
-    def steps(n: int) -> None:
-        for _ in range(n):
-            _, box["state"] = model.train_function(box["state"], iter([data]))
-        jax.block_until_ready(box["state"])
-
-    return steps, lambda: jax.jit(model.train_step, donate_argnums=0).lower(box["state"], data).compile().as_text()
+    return Side(lambda s: model.train_function(s, iter([data]))[1], state,
+                lambda s: jax.jit(model.train_step, donate_argnums=0).lower(s, data).compile().as_text())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,13 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     y = rng.integers(0, NUM_CLASSES, args.batch_size).astype(np.int32)
     sides = {name: make(args.model, not args.no_dropout, x, y)
              for name, make in (("fluxnet", fluxnet_side), ("flax", flax_side), ("keras", keras_side))}
-    for steps, _ in sides.values():
-        steps(3)  # compiles
+    for side in sides.values():
+        side.steps(3)  # compiles
     ms = {name: [] for name in sides}
     for rep in range(args.repeats):
         for name in list(sides) if rep % 2 == 0 else list(sides)[::-1]:
             start = time.perf_counter()
-            sides[name][0](args.steps)
+            sides[name].steps(args.steps)
             ms[name].append((time.perf_counter() - start) / args.steps * 1e3)
     base = statistics.median(ms["flax"])
     print(f"{args.model}{' without dropout' if args.no_dropout else ''}, batch {args.batch_size}, "
@@ -100,10 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     ops = "".join(f" {op} |" for op in HLO_OPS) if args.hlo else ""
     print("| step | median ms (min-max) | vs flax (time) |" + ops)
     print("|---|---:|---:|" + ("---:|" * len(HLO_OPS) if args.hlo else ""))
-    for name, (_, hlo) in sides.items():
+    for name, side in sides.items():
         counts = ""
         if args.hlo:  # every instruction, those inside fused computations too
-            text = hlo()
+            text = side.hlo(side.state)
             counts = "".join(f" {len(re.findall(pattern, text))} |" for pattern in HLO_PATTERNS)
         print(f"| {name} | {statistics.median(ms[name]):.2f} ({min(ms[name]):.2f}-{max(ms[name]):.2f}) | "
               f"{statistics.median(ms[name]) / base:.3f} |{counts}")

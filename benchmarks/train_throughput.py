@@ -172,7 +172,7 @@ def flax_training(name: str, seed: int, dropout: bool = True) -> tuple[Callable,
 
 
 def make_flax(args, x: np.ndarray, y: np.ndarray) -> Runner:
-    step_fn, state, params = flax_training(args.model, args.seed)
+    step_fn, state, count = flax_training(args.model, args.seed)
     box = {"state": state}
     rng = np.random.default_rng(args.seed)
     steps = len(x) // args.batch_size
@@ -192,7 +192,7 @@ def make_flax(args, x: np.ndarray, y: np.ndarray) -> Runner:
         box["state"], metrics = step_fn(box["state"], x[:args.batch_size], y[:args.batch_size])
         jax.block_until_ready(metrics)
 
-    return Runner("flax", warmup, epochs, lambda: {"train_step": step_fn._cache_size()}, params)
+    return Runner("flax", warmup, epochs, lambda: {"train_step": step_fn._cache_size()}, count)
 
 
 # ------------------------------------------------------------------------------------------- main

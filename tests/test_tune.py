@@ -17,6 +17,7 @@ from fluxnet import cli, runs, tune
 from fluxnet.errors import ConfigError
 from fluxnet.runs.build import load_splits
 from fluxnet.tune import folds as folds_lib
+from fluxnet.tune import results as results_lib
 from fluxnet.tune import study as study_lib
 from runs_support import cli_error, finish, fluxnet_process, start_until
 
@@ -89,11 +90,14 @@ def test_bad_experiment_arguments_are_one_line(command, message, tmp_path, digit
 
 # ------------------------------------------------------------------------------------------------ sweeps
 
-def test_a_grid_sweep_writes_its_reports_and_a_rerun_trains_nothing(tmp_path, digits_tfds_dir, capsys):
+def test_a_grid_sweep_writes_its_reports_and_a_rerun_trains_nothing(tmp_path, digits_tfds_dir, capsys, monkeypatch):
     workdir = tmp_path / "grid"
     args = ["sweep", MLP, *small(digits_tfds_dir), "--space", "optimizer.learning_rate=[0.01, 0.001]",
             "--space", "model.mlp.dropout=[0.0]", "--space", "train.batch_size=[64]", "--workdir", str(workdir)]
+    drawn = []
+    monkeypatch.setattr(results_lib, "_plots", lambda *a, _draw=results_lib._plots: drawn.append(_draw(*a)))
     assert cli.main(args) == 0
+    assert len(drawn) == 1                             # the plots once, at the end: not after each short trial
     out = capsys.readouterr().out
     assert "trial 0: optimizer.learning_rate=0.01" in out and "best: trial" in out
     rows = read_csv(workdir / "results.csv")

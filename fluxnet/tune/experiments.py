@@ -71,13 +71,14 @@ PLOT_EVERY_S = 60.0  # a worker redraws an experiment's plots after a trial at m
 def _progress(exp: Experiment, study: optuna.Study, verbose: int, search: bool = False):
     """After each trial: rewrite the reports (the plots at most every :data:`PLOT_EVERY_S`: drawing
     them took longer than a small trial) and print one line (id, params, metric, best so far)."""
-    drawn = [time.monotonic()]
+    drawn = time.monotonic()
 
     def on_trial(trial: optuna.trial.FrozenTrial) -> None:
-        plots = time.monotonic() - drawn[0] >= PLOT_EVERY_S
+        nonlocal drawn
+        plots = time.monotonic() - drawn >= PLOT_EVERY_S
         best = results.write(exp, study, search=search, plots=plots)
         if plots:
-            drawn[0] = time.monotonic()
+            drawn = time.monotonic()
         if verbose:
             params = " ".join(f"{k}={v!r}" for k, v in trial.params.items())
             value = f"{exp.metric} {trial.value:.4f}" if trial.value is not None else ""
