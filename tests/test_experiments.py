@@ -1,6 +1,6 @@
 """Every study in ``experiments/`` runs end to end in its ``--quick`` mode and writes its results
-(``.json`` with the revision and command, ``.md`` table, ``.png`` plot); the three longest only in
-``make test-slow``."""
+(``.json`` with the revision and command, ``.md`` table, ``.png`` plot): ``make test-slow`` (5-30 s
+each in a loaded suite). The default suite loads every study and parses its arguments."""
 import importlib.util
 import json
 import re
@@ -10,10 +10,7 @@ from pathlib import Path
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-# the three longest quick runs (10-30 s each in a loaded suite) run with make test-slow
-SLOW = {"search", "small_data", "transfer_digits"}
-STUDIES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
-           for name in sorted(p.stem for p in EXPERIMENTS.glob("*.py") if p.stem != "common")]
+STUDIES = sorted(p.stem for p in EXPERIMENTS.glob("*.py") if p.stem != "common")
 
 
 def load(name: str):
@@ -27,6 +24,14 @@ def load(name: str):
         sys.path.remove(str(EXPERIMENTS))
 
 
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_loads_and_parses_its_arguments(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load(name).main(["--help"])
+    assert exit_.value.code == 0 and "--quick" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STUDIES)
 def test_study_runs_quick_and_writes_its_results(name, tmp_path, digits_tfds_dir):
     load(name).main(["--quick", "--out", str(tmp_path), "--data-dir", str(digits_tfds_dir)])
