@@ -132,6 +132,28 @@ def test_pooling_matches_numpy(cls, reduce, hw, pool, strides, padding):
     assert model.outputs[0].shape == (None, *out.shape[1:]) and model.count_params() == 0
 
 
+@pytest.mark.parametrize("hw, pool, strides, padding", [
+    ((6, 8), 2, None, "valid"), ((7, 6), 3, 2, "same"), ((7, 6), (3, 2), (2, 1), "valid"), ((5, 5), 5, 1, "valid")])
+def test_max_pooling_derivatives_equal_reduce_windows(hw, pool, strides, padding):
+    """MaxPooling2D takes windows as strided slices (XLA:CPU's reduce_window gradient is a slow scatter); its
+    gradient and forward derivative equal JAX's for reduce_window bit for bit, ties included (after a ReLU
+    and rounding, windows hold several equal maxima: the first in row-major order takes the gradient)."""
+    import flax.linen as nn
+
+    layer = layers.MaxPooling2D(pool, strides=strides, padding=padding)
+    x = jax.nn.relu(jnp.round(jnp.asarray(rand(2, *hw, 3)) * 4 - 2))
+    pads = layer._pads(x)
+    ours = lambda a: layer.call({}, a)
+    reference = lambda a: nn.max_pool(a, layer.pool_size, layer.strides, pads)
+    weights = jnp.asarray(rand(*reference(x).shape))
+    np.testing.assert_array_equal(ours(x), reference(x))
+    grads = [jax.grad(lambda a: jnp.sum(f(a) * weights))(x) for f in (ours, reference)]
+    np.testing.assert_array_equal(*grads)
+    assert float(jnp.abs(grads[0]).sum()) > 0
+    tangent = jnp.asarray(rand(*x.shape))
+    np.testing.assert_array_equal(jax.jvp(ours, (x,), (tangent,))[1], jax.jvp(reference, (x,), (tangent,))[1])
+
+
 def test_pooling_defaults_and_global_pooling():
     assert layers.MaxPooling2D().pool_size == (2, 2) and layers.MaxPooling2D().strides == (2, 2)
     x = rand(2, 3, 5, 4)
