@@ -39,6 +39,7 @@ import optax
 
 import fluxnet as fx
 from fluxnet import layers
+from fluxnet.train.trainer import AUTO_FUSED
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
@@ -98,7 +99,7 @@ def make_fluxnet(args, x: np.ndarray, y: np.ndarray) -> Runner:
     trainer = fx.Trainer(model, loss=loss, optimizer="adam", metrics=["accuracy"],
                          steps_per_execution=args.steps_per_execution)
     box = {"state": trainer.init(jax.random.key(args.seed))}
-    warm = args.batch_size * (4 if args.steps_per_execution == "auto" else args.steps_per_execution)
+    warm = args.batch_size * fused_steps(args.steps_per_execution)
 
     def fit(data, n: int) -> float:
         box["state"], history = trainer.fit(box["state"], data, epochs=n, batch_size=args.batch_size,
@@ -196,6 +197,11 @@ def make_flax(args, x: np.ndarray, y: np.ndarray) -> Runner:
 
 
 # ------------------------------------------------------------------------------------------- main
+def fused_steps(steps_per_execution: int | str) -> int:
+    """The most steps one dispatch of fluxnet's fit may take (``"auto"``: its largest candidate)."""
+    return max(k for k, _ in AUTO_FUSED) if steps_per_execution == "auto" else steps_per_execution
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
@@ -217,7 +223,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                           else ("steps_per_execution",))):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
-    fused = 4 if args.steps_per_execution == "auto" else args.steps_per_execution
+    fused = fused_steps(args.steps_per_execution)
     if args.n < args.batch_size * fused:
         p.error(f"--n={args.n} must be at least batch_size * steps_per_execution = {args.batch_size * fused}")
     return args

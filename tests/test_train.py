@@ -429,8 +429,8 @@ def test_steps_per_execution_auto_measures_once_and_trains_as_single_steps_do():
     x, y = rng.normal(size=(512, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 512)
     _, plain, plain_history = _fit_params(x, y)
     trainer, chosen, history = _fit_params(x, y, steps_per_execution="auto")
-    assert trainer.steps_per_execution in (1, 4)                       # measured: 4 fused steps when faster
-    assert (trainer.fused_train_step is not None) == (trainer.steps_per_execution == 4)
+    assert trainer.steps_per_execution in (1, 8, 4)                    # measured: a scan of 8, else 4 unrolled
+    assert (trainer.fused_train_step is not None) == (trainer.steps_per_execution > 1)
     np.testing.assert_allclose(history["loss"], plain_history["loss"], rtol=1e-6)
     for a, b in zip(jax.tree.leaves(chosen), jax.tree.leaves(plain)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -439,6 +439,30 @@ def test_steps_per_execution_auto_measures_once_and_trains_as_single_steps_do():
     assert trainer.steps_per_execution == first                        # chosen once per Trainer
     with pytest.raises(ValueError, match="an int >= 1 or 'auto'"):
         fx.Trainer(tiny_mlp(), loss=LOGITS_CE, steps_per_execution="fast")
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_fused_steps_unrolled_or_scanned_equal_single_steps(scan):
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(4, 32, 8, 8, 1)).astype("float32"), rng.integers(0, 10, (4, 32))
+    trainer = fx.Trainer(tiny_mlp(), loss=LOGITS_CE, optimizer=optax.sgd(0.1), metrics=["accuracy"])
+    state = trainer.init(jax.random.key(0))
+    single, totals = jax.tree.map(jnp.copy, state), []
+    for i in range(4):
+        single, metrics = trainer.train_step(single, {"x": x[i], "y": y[i]})
+        totals.append(metrics)
+    fused_step = trainer._fused(4, scan)
+    stacked = trainer.batches.place({"x": x, "y": y}, stacked=True)
+    fused, fused_totals = fused_step(jax.tree.map(jnp.copy, state), stacked)
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(single)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    for name, (total, weight) in fused_totals.items():
+        np.testing.assert_allclose(total, sum(m[name][0] for m in totals), rtol=1e-6)
+        assert float(weight) == 4 * 32
+    text = fused_step.lower(state, stacked).as_text()
+    dots = trainer.train_step.lower(state, {"x": x[0], "y": y[0]}).as_text().count("stablehlo.dot_general")
+    assert ("stablehlo.while" in text) == scan                         # one loop body, or four copies of the step
+    assert text.count("stablehlo.dot_general") == (1 if scan else 4) * dots
 
 
 def test_what_accumulation_and_auto_steps_cannot_do_is_refused_or_falls_back():
