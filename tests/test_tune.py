@@ -176,6 +176,7 @@ def test_points_that_differ_in_traced_values_train_as_populations_with_the_same_
     assert params == {0: (0.0, 0), 1: (0.0, 1), 2: (0.2, 0), 3: (0.2, 1)}
 
 
+@pytest.mark.slow  # a killed sweep of single runs resumes in the default suite
 def test_a_killed_population_sweep_resumes_every_member_in_its_directory(tmp_path, digits_tfds_dir):
     workdir = tmp_path / "killed"
     args = ["sweep", MLP, *small(digits_tfds_dir, 30), "--space", "optimizer.learning_rate=[0.01, 0.003]",
@@ -227,6 +228,7 @@ def test_a_search_asks_a_batch_trains_it_together_and_prunes_members(tmp_path, d
     assert all(int(r["epochs"]) < 3 for r in rows if r["state"] == "pruned")
 
 
+@pytest.mark.slow  # random sweeps' reproducibility is in the default suite
 def test_each_trial_is_drawn_with_its_own_seed_in_a_batch_and_per_study_seed(tmp_path, config):
     """``--population`` changes how trials train, not what a random search draws (each trial's sampler
     is seeded with its number, also when a batch is asked before any trial is drawn); ``--seed`` changes
@@ -335,6 +337,7 @@ def test_a_cross_validated_sweep_retrains_the_best_config_for_its_test_score(tmp
     assert best["test"] == retrained["test"] and retrained["data"]["validation"] == 0
 
 
+@pytest.mark.slow  # SIGKILL of a sweep is in the default suite, SIGTERM of a run in test_faults_signals
 def test_sigterm_saves_the_running_trial_and_a_rerun_finishes_the_sweep(tmp_path, digits_tfds_dir):
     workdir = tmp_path / "term"
     args = ["sweep", MLP, *small(digits_tfds_dir, 30), "--space", "model.mlp.dropout=[0.0, 0.1]", "--space",
