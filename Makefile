@@ -17,7 +17,7 @@ train: $(STAMP)  ## the main job: the digits CNN, offline, into runs/digits_cnn
 test: $(STAMP)  ## the layering contracts, the linter, then the test suite except the slow ones (two workers)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check fluxnet tests benchmarks experiments configs
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile $(ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist worksteal $(ARGS)
 
 test-slow: $(STAMP)  ## only the slow tests (-m slow: Keras applications built and compared), two workers
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -m slow $(ARGS)

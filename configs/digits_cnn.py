@@ -44,6 +44,7 @@ def get_config() -> ConfigDict:
         "remat": "none",                  # none | full | layers: recompute activations in the backward pass
         "dtype_policy": "float32",        # float32 | mixed_bfloat16 | mixed_float16 | bfloat16 (Keras' names)
         "compilation_cache": "auto",      # compiled steps kept on disk: auto (~/.cache/fluxnet/jax) | DIR | None
+        "plots": True,                    # curves.png and confusion_matrix.png in the workdir (False: ~1 s less a run)
         "parallel": "sharding",           # sharding (jit over a device mesh) | pmap
         "early_stopping": {"monitor": "val_loss", "patience": 0, "restore_best_weights": True},  # 0: off
         "checkpoint": {"keep": 2, "monitor": "val_accuracy"},

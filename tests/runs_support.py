@@ -28,7 +28,7 @@ EARLY_STOPPING = '{"monitor": "val_loss", "mode": "max", "patience": 5, "restore
 def overrides(data_dir, epochs=3, *extra):
     return [f"data.data_dir={data_dir}", "model.cnn.filters=(8,)", "model.cnn.dense_units=16",
             "train.batch_size=64", "optimizer.schedule=constant", f"train.early_stopping={EARLY_STOPPING}",
-            f"train.epochs={epochs}", *extra]
+            f"train.epochs={epochs}", "train.plots=False", *extra]  # the plots: tests that look at them
 
 
 def device_flags(devices: int) -> str:

@@ -18,6 +18,7 @@ from runs_support import CONFIG, cli_error, overrides
     ("train.epochs=None", "'train.epochs' expects a value of type int"),
     ("train.batch_size=0", "'train.batch_size' must be an int >= 1"),
     ("train.steps_per_execution=0", "'train.steps_per_execution' must be an int >= 1"),
+    ("train.plots=3", "'train.plots' expects a value of type bool"),
     ("train.checkpoint.keep=0", "'train.checkpoint.keep' must be an int >= 1"),
     ("train.checkpoint.monitor=val_acc", "'train.checkpoint.monitor' is 'val_acc', which the run does not log"),
     ("data.train_per_class=0", "'data.train_per_class' must be an int >= 1 or None"),

@@ -45,8 +45,9 @@ def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
 
 def test_train_writes_the_run_directory(straight):
     workdir, stdout = straight
-    for name in ("config.json", "model.json", "metrics.jsonl", "curves.png", "confusion_matrix.png", "summary.json"):
+    for name in ("config.json", "model.json", "metrics.jsonl", "summary.json"):
         assert (workdir / name).is_file(), name
+    assert not list(workdir.glob("*.png"))                          # train.plots=False (the tests' default)
     assert (workdir / "checkpoints").is_dir() and (workdir / "tensorboard").is_dir()
     text = (workdir / "summary.json").read_text()
     summary = json.loads(text)
@@ -208,7 +209,9 @@ def test_the_plots_name_the_test_split_and_mark_the_best_epoch(tmp_path, digits_
     figures, save = {}, Figure.savefig
     monkeypatch.setattr(Figure, "savefig", lambda fig, path, **k: (figures.update({Path(path).name: fig}),
                                                                      save(fig, path, **k))[1])
-    summary = runs.train(runs.resolve_config(CONFIG, overrides(digits_tfds_dir, 2)), tmp_path / "plots", verbose=0)
+    config = runs.resolve_config(CONFIG, overrides(digits_tfds_dir, 2, "train.plots=True"))
+    summary = runs.train(config, tmp_path / "plots", verbose=0)
+    assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == ["confusion_matrix.png", "curves.png"]
     matrix = figures["confusion_matrix.png"]
     assert matrix.axes[0].get_title().startswith("digits, test split: accuracy")
     assert len(matrix.axes) == 2 and matrix.axes[1].get_ylabel() == "examples"   # the colour bar

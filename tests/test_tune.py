@@ -26,7 +26,7 @@ MLP = str(Path(__file__).resolve().parent.parent / "configs" / "digits_mlp.py")
 
 def small(data_dir, epochs=2, *extra):
     return [f"data.data_dir={data_dir}", "model.mlp.units=(16,)", "train.batch_size=64", f"train.epochs={epochs}",
-            *extra]
+            "train.plots=False", *extra]
 
 
 def read_csv(path):

@@ -51,7 +51,8 @@ def git_revision() -> str | None:
 def write_report(config: ConfigDict, workdir: str | os.PathLike, fit: FitResult, splits: Any, *, verbose: int = 1,
                  extra_summary: Mapping | None = None) -> dict:
     """Evaluate ``fit``'s final state and the run's best checkpoint on the test split, compare with the
-    baselines, write the plots and ``summary.json`` (atomically); returns the summary."""
+    baselines, write the plots (unless ``train.plots`` is False) and ``summary.json`` (atomically);
+    returns the summary."""
     workdir = Path(workdir)
     trainer, state, train, test = fit.trainer, fit.state, splits.train, splits.test
     base = baselines(*in_memory(train, config.seed), *in_memory(test, config.seed), seed=config.seed)
@@ -69,11 +70,12 @@ def write_report(config: ConfigDict, workdir: str | os.PathLike, fit: FitResult,
               f"logistic regression {base['logistic_regression']:.4f}")
         print("Test: " + " - ".join(f"{k}: {v:.4f}" for k, v in test_metrics.items())
               + f" (baseline accuracy {base['accuracy']:.4f})")
-    if fit.history.history:
-        training_curves(fit.history.history, str(workdir / "curves.png"), best_epoch=best and best["epoch"])
-    predictions = trainer.predict(state, model_inputs(test)).argmax(-1)
-    confusion_matrix_plot(test.labels, predictions, splits.metadata.class_names, str(workdir / "confusion_matrix.png"),
-                          title=f"{splits.metadata.name}, test split")
+    if config.train.get("plots", True) is not False:
+        if fit.history.history:
+            training_curves(fit.history.history, str(workdir / "curves.png"), best_epoch=best and best["epoch"])
+        predictions = trainer.predict(state, model_inputs(test)).argmax(-1)
+        confusion_matrix_plot(test.labels, predictions, splits.metadata.class_names,
+                              str(workdir / "confusion_matrix.png"), title=f"{splits.metadata.name}, test split")
     counts = trainer.model.param_counts()
     validation = splits.validation
     summary = {"test": test_metrics, "baseline": base, "epochs_completed": int(state.epoch),

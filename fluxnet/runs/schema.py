@@ -24,7 +24,7 @@ OPTIONAL = frozenset({
     "data.train_per_class", "data.preprocess.rescale", "augment", "optimizer.learning_rate", "optimizer.schedule",
     "optimizer.weight_decay", "optimizer.mu_dtype", "optimizer.clipnorm", "optimizer.clipvalue",
     "optimizer.global_clipnorm",
-    "train.class_weight", "train.early_stopping", "train.compilation_cache", "train.checkpoint.monitor",
+    "train.class_weight", "train.early_stopping", "train.compilation_cache", "train.plots", "train.checkpoint.monitor",
     "pretrain.name", "pretrain.zoo",
     "transfer.zoo", "transfer.fine_tune_layers", "transfer.input_size",
 })
@@ -123,6 +123,8 @@ def check_run_config(config: ConfigDict) -> None:
         _int(config, "train.grad_accum_steps", minimum=1)
     _int(config, "data.train_per_class", minimum=1, optional=True)
     _check_streaming(config)
+    if not isinstance(_get(config, "train.plots"), (bool, type(None))):
+        raise ConfigError(f"Config key 'train.plots' must be True or False, got {_get(config, 'train.plots')!r}.")
     for key in ("optimizer.learning_rate", "data.preprocess.rescale"):
         value = _get(config, key)
         if value is not None and (not _finite(value) or value <= 0):
