@@ -28,9 +28,10 @@ def window_max(x: jax.Array, pool_size: tuple, strides: tuple) -> jax.Array:
     elementwise max of the windows' cells.
 
     Why not ``nn.max_pool``: XLA:CPU lowers reduce_window's gradient (select-and-scatter) to a
-    scatter over index arrays, which took 60 ms of the MNIST CNN's 120 ms step (batch 128, 28x28x32,
-    2x2 pool); this takes 2-3 ms. The derivative is the one JAX gives reduce_window: each window's
-    tangent is its first maximal cell's (row-major order), so ties route the gradient as Keras does."""
+    scatter over index arrays; on the MNIST CNN (batch 128) the 28x28x32 pool's forward and backward
+    took 60 ms that way and take 2-3 ms this way, and the whole step went from 184 to 107 ms. The
+    derivative is the one JAX gives reduce_window: each window's tangent is its first maximal cell's
+    (row-major order), so ties route the gradient as Keras does."""
     return functools.reduce(jnp.maximum, _window_cells(x, pool_size, strides))
 
 
